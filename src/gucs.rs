@@ -1,0 +1,435 @@
+//! Every setting pgaudit_siem registers, and typed accessors for them.
+//!
+//! # Invariants
+//! - The ten pgAudit 1.7 settings keep pgAudit's names, types, boot values, context
+//!   (`PGC_SUSET`), flags (`GUC_NOT_IN_SAMPLE`, plus `GUC_LIST_INPUT` on the two list
+//!   settings), descriptions and validation messages, so that `pg_settings` and every
+//!   error a user sees are the same as with pgAudit (checked by `pgaudit_compat`).
+//! - Audit policy is `PGC_SUSET`: only superusers (or the delegated-configuration path)
+//!   can change it, so an audited role cannot silence itself.
+//! - `pgaudit.log` and `pgaudit.log_level` are parsed once in their check hooks; the
+//!   assign hooks store the parsed value in backend-local atomics, so hot paths never
+//!   re-parse or allocate.
+//! - The `pgaudit` prefix is reserved: a misspelt `pgaudit.*` name is an error, not a
+//!   silently ignored placeholder (pgAudit 1.7 itself does not reserve it; see
+//!   `pgaudit_compat/README.md`).
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+use pgrx::guc::GucSetting;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::session_audit::classes::{self, AuditLogLevel, ClassListError};
+
+/// `pgaudit.log`: classes for session logging. Boot value `none`, as pgAudit.
+static LOG: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"none"));
+/// `pgaudit.log_catalog`: on, as pgAudit (psql's catalog queries are logged by default).
+static LOG_CATALOG: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `pgaudit.log_client`: off; audit lines go to the server log only.
+static LOG_CLIENT: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pgaudit.log_level`: `log`; only used when `log_client` is on.
+static LOG_LEVEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"log"));
+/// `pgaudit.log_parameter`: off; parameters may hold personal data.
+static LOG_PARAMETER: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pgaudit.log_relation`: off; one line per statement.
+static LOG_RELATION: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pgaudit.log_rows`: off; row counts change line order (pgAudit quirk Q5).
+static LOG_ROWS: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pgaudit.log_statement`: on; the statement text is the point of an audit trail.
+static LOG_STATEMENT: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `pgaudit.log_statement_once`: off, as pgAudit.
+static LOG_STATEMENT_ONCE: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pgaudit.role`: empty, i.e. no object audit logging.
+static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
+/// `pgaudit.featureEnabled`: the master switch (Aiven). Off, so preloading the library
+/// changes nothing until an administrator opts in at some scope.
+static FEATURE_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pgaudit.log_max_string_length`: -1 keeps statement and parameter text whole.
+static LOG_MAX_STRING_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(-1);
+/// `pgaudit.log_nested_statements`: on, as pgAudit (which always logs nested statements).
+static LOG_NESTED_STATEMENTS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Parsed `pgaudit.log` bitmap, installed by the assign hook.
+static LOG_CLASS_BITS: AtomicU32 = AtomicU32::new(classes::NONE);
+/// Parsed `pgaudit.log_level` as a PostgreSQL elevel, installed by the assign hook.
+static LOG_LEVEL_ELEVEL: AtomicI32 = AtomicI32::new(pg_sys::LOG as i32);
+
+/// Registers every setting. Called once from `_PG_init` in the postmaster.
+pub fn init() {
+    define_string(
+        c"pgaudit.log",
+        c"Specifies which classes of statements will be logged by session audit logging. Multiple classes can be provided using a comma-separated list and classes can be subtracted by prefacing the class with a - sign.",
+        &LOG,
+        LIST_INPUT,
+        Some(check_log_classes),
+        Some(assign_log_classes),
+    );
+    define_bool(
+        c"pgaudit.log_catalog",
+        c"Specifies that session logging should be enabled in the case where all relations in a statement are in pg_catalog.  Disabling this setting will reduce noise in the log from tools like psql and PgAdmin that query the catalog heavily.",
+        &LOG_CATALOG,
+    );
+    define_bool(
+        c"pgaudit.log_client",
+        c"Specifies whether audit messages should be visible to the client. This setting should generally be left disabled but may be useful for debugging or other purposes.",
+        &LOG_CLIENT,
+    );
+    define_string(
+        c"pgaudit.log_level",
+        c"Specifies the log level that will be used for log entries. This setting is used for regression testing and may also be useful to end users for testing or other purposes.  It is not intended to be used in a production environment as it may leak which statements are being logged to the user.",
+        &LOG_LEVEL,
+        LIST_INPUT,
+        Some(check_log_level),
+        Some(assign_log_level),
+    );
+    define_bool(
+        c"pgaudit.log_parameter",
+        c"Specifies that audit logging should include the parameters that were passed with the statement. When parameters are present they will be be included in CSV format after the statement text.",
+        &LOG_PARAMETER,
+    );
+    define_bool(
+        c"pgaudit.log_relation",
+        c"Specifies whether session audit logging should create a separate log entry for each relation referenced in a SELECT or DML statement. This is a useful shortcut for exhaustive logging without using object audit logging.",
+        &LOG_RELATION,
+    );
+    define_bool(
+        c"pgaudit.log_rows",
+        c"Specifies whether logging will include the rows retrieved or affected by a statement.",
+        &LOG_ROWS,
+    );
+    define_bool(
+        c"pgaudit.log_statement",
+        c"Specifies whether logging will include the statement text and parameters.  Depending on requirements, the full statement text might not be required in the audit log.",
+        &LOG_STATEMENT,
+    );
+    define_bool(
+        c"pgaudit.log_statement_once",
+        c"Specifies whether logging will include the statement text and parameters with the first log entry for a statement/substatement combination or with every entry.  Disabling this setting will result in less verbose logging but may make it more difficult to determine the statement that generated a log entry, though the statement/substatement pair along with the process id should suffice to identify the statement text logged with a previous entry.",
+        &LOG_STATEMENT_ONCE,
+    );
+    define_string(
+        c"pgaudit.role",
+        c"Specifies the master role to use for object audit logging.  Multiple audit roles can be defined by granting them to the master role. This allows multiple groups to be in charge of different aspects of audit logging.",
+        &ROLE,
+        0,
+        None,
+        None,
+    );
+    define_bool(
+        c"pgaudit.featureEnabled",
+        c"Master switch for audit logging: when off, nothing is audit-logged whatever the other pgaudit settings say. Takes effect on new connections when set per database or role.",
+        &FEATURE_ENABLED,
+    );
+    define_int(
+        c"pgaudit.log_max_string_length",
+        c"Maximum length in bytes of statement and parameter text in audit lines; longer text is cut on a character boundary and marked as truncated. -1 means unlimited.",
+        &LOG_MAX_STRING_LENGTH,
+        -1,
+        i32::MAX,
+    );
+    define_bool(
+        c"pgaudit.log_nested_statements",
+        c"Specifies whether statements nested in functions, procedures, DO blocks and triggers are audit-logged; when off only top-level statements are.",
+        &LOG_NESTED_STATEMENTS,
+    );
+    // SAFETY: called in _PG_init after this prefix's settings are defined; the literal
+    // is 'static and NUL-terminated.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaudit".as_ptr()) };
+}
+
+// ---- Registration helpers ----
+//
+// pgAudit registers its settings with a NULL long description, which pg_settings shows as
+// NULL `extra_desc`; pgrx's GucRegistry always passes a string, so these call PostgreSQL
+// directly. Every setting here is PGC_SUSET and GUC_NOT_IN_SAMPLE, as in pgAudit.
+
+const LIST_INPUT: u32 = pg_sys::GUC_LIST_INPUT;
+const AUDIT_POLICY_CONTEXT: pg_sys::GucContext::Type = pg_sys::GucContext::PGC_SUSET;
+
+fn define_bool(
+    name: &'static CStr,
+    description: &'static CStr,
+    setting: &'static GucSetting<bool>,
+) {
+    // SAFETY: name/description are 'static C strings; `setting` is a 'static cell that
+    // PostgreSQL writes only from this backend's main thread; no hooks are passed.
+    unsafe {
+        pg_sys::DefineCustomBoolVariable(
+            name.as_ptr(),
+            description.as_ptr(),
+            std::ptr::null(),
+            setting.as_ptr(),
+            *setting.as_ptr(),
+            AUDIT_POLICY_CONTEXT,
+            pg_sys::GUC_NOT_IN_SAMPLE as i32,
+            None,
+            None,
+            None,
+        );
+    }
+}
+
+fn define_int(
+    name: &'static CStr,
+    description: &'static CStr,
+    setting: &'static GucSetting<i32>,
+    min: i32,
+    max: i32,
+) {
+    // SAFETY: as in `define_bool`.
+    unsafe {
+        pg_sys::DefineCustomIntVariable(
+            name.as_ptr(),
+            description.as_ptr(),
+            std::ptr::null(),
+            setting.as_ptr(),
+            *setting.as_ptr(),
+            min,
+            max,
+            AUDIT_POLICY_CONTEXT,
+            pg_sys::GUC_NOT_IN_SAMPLE as i32,
+            None,
+            None,
+            None,
+        );
+    }
+}
+
+fn define_string(
+    name: &'static CStr,
+    description: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+    extra_flags: u32,
+    check: pg_sys::GucStringCheckHook,
+    assign: pg_sys::GucStringAssignHook,
+) {
+    // SAFETY: as in `define_bool`; the hooks passed here are all `#[pg_guard]`, so no
+    // panic or ERROR unwinds through PostgreSQL's frames without being converted.
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            name.as_ptr(),
+            description.as_ptr(),
+            std::ptr::null(),
+            setting.as_ptr(),
+            *setting.as_ptr(),
+            AUDIT_POLICY_CONTEXT,
+            (pg_sys::GUC_NOT_IN_SAMPLE | extra_flags) as i32,
+            check,
+            assign,
+            None,
+        );
+    }
+}
+
+/// Allocates a GUC `extra` block the way PostgreSQL 15 frees it (`free`).
+///
+/// # Safety
+/// The caller stores the pointer in `*extra`; PostgreSQL owns and frees it from then on.
+unsafe fn guc_extra<T: Copy>(value: T) -> Option<*mut c_void> {
+    // SAFETY: malloc of a POD size; checked for NULL before writing.
+    let block = unsafe { libc::malloc(std::mem::size_of::<T>()) } as *mut T;
+    if block.is_null() {
+        return None;
+    }
+    // SAFETY: `block` is a fresh, suitably aligned allocation of size_of::<T>() bytes.
+    unsafe { block.write(value) };
+    Some(block.cast())
+}
+
+/// Reads a GUC string argument; PostgreSQL passes NUL-terminated text or NULL.
+///
+/// # Safety
+/// `raw` must be NULL or point to a NUL-terminated string that outlives the call.
+unsafe fn guc_text<'a>(raw: *const c_char) -> std::borrow::Cow<'a, str> {
+    if raw.is_null() {
+        return "".into();
+    }
+    // SAFETY: per the contract above.
+    unsafe { CStr::from_ptr(raw) }.to_string_lossy()
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_log_classes(
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+    let text = unsafe { guc_text(*newval) };
+    match classes::parse_class_list(&text) {
+        Ok(bits) => match unsafe { guc_extra(bits) } {
+            // SAFETY: `extra` is PostgreSQL's out-parameter for this check call.
+            Some(block) => unsafe {
+                *extra = block;
+                true
+            },
+            None => false,
+        },
+        Err(ClassListError::ListSyntax) => {
+            // SAFETY: PostgreSQL reads this palloc'd detail after the hook returns false.
+            unsafe {
+                pg_sys::GUC_check_errdetail_string =
+                    pg_sys::pstrdup(c"List syntax is invalid".as_ptr());
+            }
+            false
+        }
+        Err(ClassListError::UnknownClass(_)) => false,
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_log_classes(_newval: *const c_char, extra: *mut c_void) {
+    if !extra.is_null() {
+        // SAFETY: `extra` is the block our check hook allocated for this value.
+        LOG_CLASS_BITS.store(unsafe { *(extra as *const u32) }, Ordering::Relaxed);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_log_level(
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+    let text = unsafe { guc_text(*newval) };
+    let Some(level) = classes::parse_log_level(&text) else {
+        return false;
+    };
+    match unsafe { guc_extra(elevel(level)) } {
+        // SAFETY: `extra` is PostgreSQL's out-parameter for this check call.
+        Some(block) => unsafe {
+            *extra = block;
+            true
+        },
+        None => false,
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_log_level(_newval: *const c_char, extra: *mut c_void) {
+    if !extra.is_null() {
+        // SAFETY: `extra` is the block our check hook allocated for this value.
+        LOG_LEVEL_ELEVEL.store(unsafe { *(extra as *const i32) }, Ordering::Relaxed);
+    }
+}
+
+fn elevel(level: AuditLogLevel) -> i32 {
+    (match level {
+        AuditLogLevel::Debug5 => pg_sys::DEBUG5,
+        AuditLogLevel::Debug4 => pg_sys::DEBUG4,
+        AuditLogLevel::Debug3 => pg_sys::DEBUG3,
+        AuditLogLevel::Debug2 => pg_sys::DEBUG2,
+        AuditLogLevel::Debug1 => pg_sys::DEBUG1,
+        AuditLogLevel::Info => pg_sys::INFO,
+        AuditLogLevel::Notice => pg_sys::NOTICE,
+        AuditLogLevel::Warning => pg_sys::WARNING,
+        AuditLogLevel::Log => pg_sys::LOG,
+    }) as i32
+}
+
+// ---- Typed accessors ----
+
+/// Whether audit logging applies to this session at all (`pgaudit.featureEnabled`).
+pub fn feature_enabled() -> bool {
+    FEATURE_ENABLED.get()
+}
+
+/// The effective class bitmap: the `pgaudit.log` bitmap when the master switch is on,
+/// otherwise nothing.
+pub fn log_classes() -> u32 {
+    if feature_enabled() {
+        LOG_CLASS_BITS.load(Ordering::Relaxed)
+    } else {
+        classes::NONE
+    }
+}
+
+/// The elevel for audit lines: `pgaudit.log_level` when `log_client` is on, else
+/// `LOG_SERVER_ONLY` (never sent to the client).
+pub fn audit_elevel() -> i32 {
+    if LOG_CLIENT.get() {
+        LOG_LEVEL_ELEVEL.load(Ordering::Relaxed)
+    } else {
+        pg_sys::LOG_SERVER_ONLY as i32
+    }
+}
+
+pub fn log_catalog() -> bool {
+    LOG_CATALOG.get()
+}
+pub fn log_parameter() -> bool {
+    LOG_PARAMETER.get()
+}
+pub fn log_relation() -> bool {
+    LOG_RELATION.get()
+}
+pub fn log_rows() -> bool {
+    LOG_ROWS.get()
+}
+pub fn log_statement() -> bool {
+    LOG_STATEMENT.get()
+}
+pub fn log_statement_once() -> bool {
+    LOG_STATEMENT_ONCE.get()
+}
+pub fn log_nested_statements() -> bool {
+    LOG_NESTED_STATEMENTS.get()
+}
+/// `pgaudit.log_max_string_length` as a byte limit, `None` when unlimited.
+pub fn log_max_string_length() -> Option<usize> {
+    usize::try_from(LOG_MAX_STRING_LENGTH.get()).ok()
+}
+/// `pgaudit.role` without allocating; `None` when empty.
+pub fn audit_role_name() -> Option<&'static CStr> {
+    let raw = ROLE.as_ptr();
+    // SAFETY: the GUC machinery keeps the current value alive until the next assignment,
+    // and this backend is single-threaded, so no assignment happens while it is borrowed
+    // by the caller within one hook invocation.
+    let value = unsafe { *raw };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL GUC string values are NUL-terminated.
+    let name = unsafe { CStr::from_ptr(value) };
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn feature_switch_gates_the_class_bitmap() -> Result<(), spi::Error> {
+        Spi::run("SET pgaudit.log = 'read, write'")?;
+        Spi::run("SET pgaudit.featureEnabled = off")?;
+        assert_eq!(super::log_classes(), 0);
+        Spi::run("SET pgaudit.featureEnabled = on")?;
+        assert_eq!(
+            super::log_classes(),
+            crate::session_audit::classes::READ | crate::session_audit::classes::WRITE
+        );
+        Ok(())
+    }
+
+    #[pg_test(error = "invalid value for parameter \"pgaudit.log\": \"read, bogus\"")]
+    fn unknown_class_is_refused() {
+        Spi::run("SET pgaudit.log = 'read, bogus'").unwrap();
+    }
+
+    #[pg_test]
+    fn max_string_length_defaults_to_unlimited() {
+        assert_eq!(super::log_max_string_length(), None);
+        assert!(super::log_nested_statements());
+        assert!(!super::feature_enabled());
+    }
+
+    #[pg_test(error = "invalid configuration parameter name \"pgaudit.bogus\"")]
+    fn prefix_is_reserved() {
+        Spi::run("SET pgaudit.bogus = 1").unwrap();
+    }
+}
