@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 source scripts/lib.sh
-install_extension --release
+install_extension --release >&2
 cargo run --quiet --release -p pgaudit_siem_bench -- "$@"

@@ -43,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
         .report(PgLogLevel::ERROR);
     }
     gucs::init();
+    session_audit::init();
     log!("pgaudit_siem extension initialized");
 }
 

@@ -1,0 +1,34 @@
+-- settings: pgaudit.log = 'role'
+-- ROLE class: roles, grants, default privileges; passwords are redacted.
+CREATE ROLE c05_user1 LOGIN PASSWORD 'secret1';
+CREATE USER c05_user2 password 'password';
+CREATE ROLE "c05_MyPassword_role";
+CREATE ROLE c05_pw2 LOGIN PASSWORD NULL;
+CREATE GROUP c05_group;
+ALTER ROLE c05_user1 WITH PASSWORD 'x' VALID UNTIL 'infinity';
+ALTER ROLE c05_user1 NOLOGIN;
+ALTER USER c05_user2 CONNECTION LIMIT 5;
+ALTER ROLE c05_user1 SET work_mem = '1MB';
+ALTER ROLE c05_user1 IN DATABASE postgres SET work_mem = '2MB';
+ALTER ROLE c05_user1 RESET work_mem;
+ALTER GROUP c05_group ADD USER c05_user1;
+ALTER ROLE c05_pw2 RENAME TO c05_pw3;
+CREATE TABLE t5 (id int, secret text);
+GRANT SELECT ON t5 TO c05_user1;
+GRANT SELECT (secret), UPDATE (id) ON t5 TO c05_user2;
+REVOKE SELECT ON t5 FROM c05_user1;
+GRANT USAGE ON SCHEMA public TO c05_user1;
+GRANT ALL ON ALL TABLES IN SCHEMA public TO c05_group;
+GRANT c05_group TO c05_user2;
+REVOKE c05_group FROM c05_user2;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO c05_user1;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM c05_user1;
+CREATE TABLE t5b (id int);
+DROP TABLE t5b;
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM c05_group;
+REVOKE USAGE ON SCHEMA public FROM c05_user1;
+REVOKE ALL ON t5 FROM c05_user2;
+DROP TABLE t5;
+DROP ROLE c05_user1, c05_user2, "c05_MyPassword_role", c05_pw3;
+DROP GROUP c05_group;
+DROP ROLE IF EXISTS c05_nobody;

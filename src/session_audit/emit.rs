@@ -1,0 +1,214 @@
+//! Classification and emission of one audit event: pgAudit's `log_audit_event`.
+//!
+//! # Invariants
+//! - An event is emitted at most once per pass (`logged`), only if it was object-granted
+//!   or its class is in the effective `pgaudit.log` bitmap, and never while an extension
+//!   script runs (`creating_extension`).
+//! - Statement and substatement ids are assigned at the first emission that passes the
+//!   filters, so filtered statements consume no ids (sequential ids, as pgAudit).
+//! - Lines go out with `errhidestmt` and `errhidecontext`, at `LOG_SERVER_ONLY` unless
+//!   `pgaudit.log_client` is on, so they never leak to the client by default.
+//! - No `RefCell` borrow of the stack is held while PostgreSQL runs type output
+//!   functions or `ereport` (either can re-enter our hooks).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+
+use pgrx::pg_sys;
+
+use super::classes;
+use super::format::{self, Line, Parameters, StatementPart};
+use super::stack::{self, AuditEvent, StackId};
+use crate::gucs;
+
+/// Class name printed in the line and the bit that gates it.
+fn classify(event: &AuditEvent) -> (&'static str, u32, bool) {
+    use pg_sys::CommandTag::*;
+    use pg_sys::LogStmtLevel::*;
+    use pg_sys::NodeTag::*;
+    let mut redact = false;
+    let (name, bit) = match event.log_level {
+        LOGSTMT_MOD => match event.node_tag {
+            T_ExecuteStmt => ("MISC", classes::MISC),
+            _ => ("WRITE", classes::WRITE),
+        },
+        LOGSTMT_DDL => match event.node_tag {
+            T_CreateRoleStmt | T_AlterRoleStmt => {
+                redact = true;
+                ("ROLE", classes::ROLE)
+            }
+            T_GrantStmt
+            | T_GrantRoleStmt
+            | T_DropRoleStmt
+            | T_AlterRoleSetStmt
+            | T_AlterDefaultPrivilegesStmt => ("ROLE", classes::ROLE),
+            T_RenameStmt | T_DropStmt
+                if matches!(event.command, CMDTAG_ALTER_ROLE | CMDTAG_DROP_ROLE) =>
+            {
+                ("ROLE", classes::ROLE)
+            }
+            _ => ("DDL", classes::DDL),
+        },
+        LOGSTMT_ALL => match event.node_tag {
+            T_CopyStmt | T_DeclareCursorStmt | T_SelectStmt | T_PrepareStmt | T_PlannedStmt => {
+                ("READ", classes::READ)
+            }
+            T_DoStmt => ("FUNCTION", classes::FUNCTION),
+            T_VariableSetStmt => ("MISC", classes::MISC_SET),
+            _ => ("MISC", classes::MISC),
+        },
+        _ => ("MISC", classes::MISC),
+    };
+    (name, bit, redact)
+}
+
+thread_local! {
+    /// Reused line buffer: audit lines are built without a fresh allocation each time.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Logs the event `id` if it qualifies. Returns whether a line was emitted.
+pub fn log_event(id: StackId) -> bool {
+    // SAFETY: plain read of a backend-global flag.
+    if unsafe { pg_sys::creating_extension } {
+        return false;
+    }
+    let Some(mut event) = stack::with_event(id, |e| {
+        if e.logged {
+            return None;
+        }
+        let (_, _, redact) = classify(e);
+        if redact && e.redacted_text.is_none() && !e.text.is_null() {
+            // SAFETY: `text` is PostgreSQL's NUL-terminated source text, alive with the entry.
+            let text = unsafe { CStr::from_ptr(e.text) }.to_bytes();
+            e.redacted_text = format::redact_password(text);
+        }
+        Some(e.clone())
+    })
+    .flatten() else {
+        return false;
+    };
+    let (class_name, class_bit, _) = classify(&event);
+    if !event.granted && gucs::log_classes() & class_bit == 0 {
+        return false;
+    }
+    if event.nested && !gucs::log_nested_statements() {
+        return false;
+    }
+    let Some((statement_id, substatement_id)) = stack::assign_ids(id) else {
+        return false;
+    };
+    event.statement_id = statement_id;
+    event.substatement_id = substatement_id;
+
+    let log_statement = gucs::log_statement();
+    let print_text = log_statement && !(event.statement_logged && gucs::log_statement_once());
+    let parameter_values = if print_text && gucs::log_parameter() {
+        Some(parameter_strings(event.params))
+    } else {
+        None
+    };
+    let text: Option<&[u8]> = match &event.redacted_text {
+        Some(redacted) => Some(redacted),
+        // SAFETY: as above.
+        None if !event.text.is_null() => Some(unsafe { CStr::from_ptr(event.text) }.to_bytes()),
+        None => None,
+    };
+    let statement = if print_text {
+        StatementPart::Text {
+            text,
+            parameters: match &parameter_values {
+                Some(values) => Parameters::Values(values),
+                None => Parameters::NotLogged,
+            },
+        }
+    } else if !log_statement {
+        StatementPart::NotLogged
+    } else {
+        StatementPart::PreviouslyLogged
+    };
+    // SAFETY: GetCommandTagName returns a static NUL-terminated name for every tag.
+    let command = unsafe { CStr::from_ptr(pg_sys::GetCommandTagName(event.command)) }.to_bytes();
+    let line = Line {
+        object_audit: event.granted,
+        statement_id,
+        substatement_id,
+        class: class_name,
+        command,
+        object_type: event.object_type.as_deref(),
+        object_name: event.object_name.as_deref(),
+        statement,
+        rows: gucs::log_rows().then_some(event.rows),
+    };
+    LINE.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        format::write_line(&mut buffer, &line, gucs::log_max_string_length());
+        buffer.push(0);
+        emit(gucs::audit_elevel(), &buffer);
+    });
+    stack::with_event(id, |e| {
+        if print_text {
+            e.statement_logged = true;
+        }
+        e.logged = true;
+    });
+    true
+}
+
+/// Output-function text of each parameter slot (`None` for NULL or untyped), as pgAudit.
+fn parameter_strings(params: pg_sys::ParamListInfo) -> Vec<Option<Vec<u8>>> {
+    if params.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `params` is our copy (copyParamList), alive as long as the entry; the
+    // flexible array holds `numParams` initialised slots.
+    unsafe {
+        let count = (*params).numParams.max(0) as usize;
+        let slots = (*params).params.as_slice(count);
+        slots
+            .iter()
+            .map(|p| {
+                if p.isnull || p.ptype == pg_sys::InvalidOid {
+                    return None;
+                }
+                let mut output_fn = pg_sys::InvalidOid;
+                let mut is_varlena = false;
+                pg_sys::getTypeOutputInfo(p.ptype, &mut output_fn, &mut is_varlena);
+                let text = pg_sys::OidOutputFunctionCall(output_fn, p.value);
+                let bytes = CStr::from_ptr(text).to_bytes().to_vec();
+                pg_sys::pfree(text.cast());
+                Some(bytes)
+            })
+            .collect()
+    }
+}
+
+/// `ereport(level, errmsg_internal("%s", line), errhidestmt(true), errhidecontext(true))`.
+/// `line` must be NUL-terminated.
+fn emit(level: i32, line: &[u8]) {
+    debug_assert_eq!(line.last(), Some(&0));
+    unsafe extern "C-unwind" {
+        fn errstart(elevel: std::ffi::c_int, domain: *const c_char) -> bool;
+        fn errfinish(filename: *const c_char, lineno: std::ffi::c_int, funcname: *const c_char);
+    }
+    let message = line.as_ptr() as *const c_char;
+    // SAFETY: the elog calls follow the ereport protocol (errstart, then detail calls,
+    // then errfinish). `message` outlives the call and is NUL-terminated. The level is
+    // never ERROR or above, so errfinish returns; should PostgreSQL raise an ERROR inside
+    // (out of memory), pg_guard_ffi_boundary turns the longjmp into a Rust panic that
+    // unwinds through our frames and becomes an ERROR again at the hook's #[pg_guard].
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            if errstart(level, std::ptr::null()) {
+                pg_sys::errmsg_internal(c"%s".as_ptr(), message);
+                pg_sys::errhidestmt(true);
+                pg_sys::errhidecontext(true);
+                errfinish(
+                    c"session_audit/emit.rs".as_ptr(),
+                    line!() as i32,
+                    c"log_audit_event".as_ptr(),
+                );
+            }
+        });
+    }
+}

@@ -1,0 +1,217 @@
+//! The DDL event-trigger functions installed by `CREATE EXTENSION pgaudit_siem`, which
+//! supply object types and names for DDL lines (pgAudit's `pgaudit_ddl_command_end` and
+//! `pgaudit_sql_drop`, same names, same queries, same filters).
+//!
+//! # Invariants
+//! - They are `SECURITY DEFINER` with `search_path = pg_catalog, pg_temp`, and every
+//!   name in their queries is schema-qualified, so a caller's search_path or shadowing
+//!   objects cannot change what they read.
+//! - Their own SPI queries are flagged internal and never audited.
+//! - Without the extension in a database, DDL is still logged once per statement, with
+//!   empty object fields (pgAudit behaviour).
+
+use std::ffi::{c_char, CStr};
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::classes;
+use super::emit;
+use super::stack;
+use crate::gucs;
+
+const DDL_COMMANDS_QUERY: &CStr = c"SELECT pg_catalog.upper(object_type),
+       object_identity,
+       pg_catalog.upper(command_tag)
+  FROM pg_catalog.pg_event_trigger_ddl_commands()";
+
+const DROPPED_OBJECTS_QUERY: &CStr = c"SELECT pg_catalog.upper(object_type),
+       object_identity
+  FROM pg_catalog.pg_event_trigger_dropped_objects()
+ WHERE pg_catalog.lower(object_type) operator(pg_catalog.<>) 'type'
+   AND schema_name operator(pg_catalog.<>) 'pg_toast'";
+
+// The SQL that creates the functions and event triggers. `pg_finfo_*` records come from
+// `pgrx::pg_sys::pg_finfo_record`-style exports below, so PostgreSQL calls them as V1.
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION pgaudit_ddl_command_end()
+    RETURNS event_trigger
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE C
+    AS 'MODULE_PATHNAME', 'pgaudit_ddl_command_end';
+
+CREATE EVENT TRIGGER pgaudit_ddl_command_end
+    ON ddl_command_end
+    EXECUTE PROCEDURE pgaudit_ddl_command_end();
+
+CREATE FUNCTION pgaudit_sql_drop()
+    RETURNS event_trigger
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE C
+    AS 'MODULE_PATHNAME', 'pgaudit_sql_drop';
+
+CREATE EVENT TRIGGER pgaudit_sql_drop
+    ON sql_drop
+    EXECUTE PROCEDURE pgaudit_sql_drop();
+"#,
+    name = "ddl_event_triggers",
+);
+
+/// Version-1 calling convention record for a C function.
+const FINFO_V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_pgaudit_ddl_command_end() -> &'static pg_sys::Pg_finfo_record {
+    &FINFO_V1
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_pgaudit_sql_drop() -> &'static pg_sys::Pg_finfo_record {
+    &FINFO_V1
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let bits = gucs::log_classes();
+    if bits & classes::DDL == 0 && bits & classes::ROLE == 0 {
+        return null_datum(fcinfo);
+    }
+    let Some(top) = stack::top_id() else {
+        error!("pgaudit not loaded before call to pgaudit_ddl_command_end()");
+    };
+    stack::set_internal_statement(true);
+    // SAFETY: fcinfo is valid; `context` is checked to be EventTriggerData before use.
+    let trigger = unsafe { event_trigger_data(fcinfo) };
+    // SAFETY: the parse tree of the DDL command, valid during the trigger.
+    let (level, tag, command) = unsafe {
+        let tree = (*trigger).parsetree;
+        (
+            pg_sys::GetCommandLogLevel(tree),
+            (*tree).type_,
+            pg_sys::CreateCommandTag(tree),
+        )
+    };
+    stack::with_event(top, |e| {
+        e.log_level = level;
+        e.node_tag = tag;
+        e.command = command;
+    });
+    for row in spi_rows(DDL_COMMANDS_QUERY, 3, "pgaudit_ddl_command_end") {
+        let command_tag = row[2].clone().unwrap_or_default();
+        let mut tag_cstr = command_tag;
+        tag_cstr.push(0);
+        // SAFETY: NUL-terminated command tag name.
+        let command = unsafe { pg_sys::GetCommandTagEnum(tag_cstr.as_ptr() as *const c_char) };
+        let grant = matches!(
+            command,
+            pg_sys::CommandTag::CMDTAG_GRANT | pg_sys::CommandTag::CMDTAG_REVOKE
+        );
+        let saved_tag = stack::with_event(top, |e| {
+            e.object_type = row[0].clone();
+            e.object_name = row[1].clone();
+            e.command = command;
+            e.logged = false;
+            let saved = e.node_tag;
+            if grant {
+                e.node_tag = pg_sys::NodeTag::T_GrantStmt;
+            }
+            saved
+        });
+        emit::log_event(top);
+        if let Some(saved) = saved_tag {
+            stack::with_event(top, |e| e.node_tag = saved);
+        }
+    }
+    stack::set_internal_statement(false);
+    null_datum(fcinfo)
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn pgaudit_sql_drop(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    if gucs::log_classes() & classes::DDL == 0 {
+        return null_datum(fcinfo);
+    }
+    let Some(top) = stack::top_id() else {
+        error!("pgaudit not loaded before call to pgaudit_sql_drop()");
+    };
+    stack::set_internal_statement(true);
+    // SAFETY: as above; only validates that we were fired as an event trigger.
+    let _ = unsafe { event_trigger_data(fcinfo) };
+    for row in spi_rows(DROPPED_OBJECTS_QUERY, 2, "pgaudit_ddl_drop") {
+        stack::with_event(top, |e| {
+            e.object_type = row[0].clone();
+            e.object_name = row[1].clone();
+            e.logged = false;
+        });
+        emit::log_event(top);
+    }
+    stack::set_internal_statement(false);
+    null_datum(fcinfo)
+}
+
+/// `PG_RETURN_NULL()`.
+fn null_datum(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: fcinfo is the valid call frame PostgreSQL passed us.
+    unsafe { (*fcinfo).isnull = true };
+    pg_sys::Datum::from(0)
+}
+
+/// `CALLED_AS_EVENT_TRIGGER` check, then the trigger data.
+///
+/// # Safety
+/// `fcinfo` must be PostgreSQL's call frame.
+unsafe fn event_trigger_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::EventTriggerData {
+    // SAFETY: per the contract; `context` is a Node or NULL.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
+            error!("not fired by event trigger manager");
+        }
+        context as *mut pg_sys::EventTriggerData
+    }
+}
+
+/// Runs a read-only query through SPI and returns each row's first `columns` values as
+/// text (`None` for NULL), copied out of SPI memory.
+fn spi_rows(query: &CStr, columns: i32, caller: &str) -> Vec<Vec<Option<Vec<u8>>>> {
+    // SAFETY: classic SPI protocol: connect, execute, read SPI_tuptable, finish. Values
+    // are copied to Rust before SPI_finish frees them.
+    unsafe {
+        let rc = pg_sys::SPI_connect();
+        if rc < 0 {
+            error!("{caller}: SPI_connect returned {rc}");
+        }
+        let rc = pg_sys::SPI_execute(query.as_ptr(), true, 0);
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            error!("{caller}: SPI_execute returned {rc}");
+        }
+        let table = pg_sys::SPI_tuptable;
+        let count = pg_sys::SPI_processed as usize;
+        let mut rows = Vec::with_capacity(count);
+        for i in 0..count {
+            let tuple = *(*table).vals.add(i);
+            let row = (1..=columns)
+                .map(|col| {
+                    let value = pg_sys::SPI_getvalue(tuple, (*table).tupdesc, col);
+                    if value.is_null() {
+                        None
+                    } else {
+                        Some(CStr::from_ptr(value).to_bytes().to_vec())
+                    }
+                })
+                .collect();
+            rows.push(row);
+        }
+        pg_sys::SPI_finish();
+        rows
+    }
+}

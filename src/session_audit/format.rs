@@ -1,0 +1,294 @@
+//! The `AUDIT:` line, byte for byte as pgAudit 1.7 writes it. Pure Rust, unit-tested
+//! without Postgres.
+//!
+//! Layout: `AUDIT: <type>,<statement id>,<substatement id>,<class>,<command>,<object type>,
+//! <object name>,<statement>,<parameter>[,<rows>]`.
+//!
+//! # Invariants
+//! - Text is handled as bytes: the server encoding need not be UTF-8, and pgAudit never
+//!   re-encodes anything.
+//! - [`append_csv`] is pgAudit's `append_valid_csv`: quote only when the value holds `,`
+//!   `"` `\n` or `\r`; double embedded quotes; a missing value is an empty field.
+//! - Truncation (`pgaudit.log_max_string_length`) never splits a UTF-8 character and
+//!   always leaves a visible marker, so a cut value cannot be mistaken for a whole one.
+
+/// Marks text cut by `pgaudit.log_max_string_length`; pgAudit placeholder style.
+pub const TRUNCATED_MARKER: &[u8] = b"<truncated>";
+/// Replaces everything after `password` in CREATE/ALTER ROLE text.
+pub const REDACTED: &[u8] = b"<REDACTED>";
+
+/// Appends `value` as one CSV field, as pgAudit's `append_valid_csv`.
+pub fn append_csv(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    let Some(value) = value else { return };
+    if value
+        .iter()
+        .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        for &b in value {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(value);
+    }
+}
+
+/// pgAudit's CREATE/ALTER ROLE redaction: find `password` case-insensitively anywhere,
+/// keep the text up to and including it, then ` <REDACTED>`. `None` when absent.
+pub fn redact_password(text: &[u8]) -> Option<Vec<u8>> {
+    const TOKEN: &[u8] = b"password";
+    let pos = text
+        .windows(TOKEN.len())
+        .position(|w| w.eq_ignore_ascii_case(TOKEN))?;
+    let keep = pos + TOKEN.len();
+    let mut out = Vec::with_capacity(keep + 1 + REDACTED.len());
+    out.extend_from_slice(&text[..keep]);
+    out.push(b' ');
+    out.extend_from_slice(REDACTED);
+    Some(out)
+}
+
+/// Cuts `text` to at most `limit` bytes on a character boundary and appends
+/// [`TRUNCATED_MARKER`]; returns it unchanged when it fits.
+pub fn truncate(text: &[u8], limit: Option<usize>) -> std::borrow::Cow<'_, [u8]> {
+    match limit {
+        Some(limit) if text.len() > limit => {
+            let mut cut = limit;
+            // Step back over UTF-8 continuation bytes so no character is split.
+            while cut > 0 && (text[cut] & 0xC0) == 0x80 {
+                cut -= 1;
+            }
+            let mut out = Vec::with_capacity(cut + TRUNCATED_MARKER.len());
+            out.extend_from_slice(&text[..cut]);
+            out.extend_from_slice(TRUNCATED_MARKER);
+            out.into()
+        }
+        _ => text.into(),
+    }
+}
+
+/// The statement and parameter part of a line.
+pub enum StatementPart<'a> {
+    /// `log_statement` on and this event's text not printed yet (or `log_statement_once` off).
+    Text {
+        text: Option<&'a [u8]>,
+        parameters: Parameters<'a>,
+    },
+    /// `log_statement` off.
+    NotLogged,
+    /// `log_statement_once` on and the text was already printed for this event.
+    PreviouslyLogged,
+}
+
+pub enum Parameters<'a> {
+    /// `log_parameter` off.
+    NotLogged,
+    /// `log_parameter` on: one entry per parameter slot, `None` for NULL or untyped.
+    Values(&'a [Option<Vec<u8>>]),
+}
+
+/// Everything that varies in one line.
+pub struct Line<'a> {
+    pub object_audit: bool,
+    pub statement_id: i64,
+    pub substatement_id: i64,
+    pub class: &'a str,
+    pub command: &'a [u8],
+    pub object_type: Option<&'a [u8]>,
+    pub object_name: Option<&'a [u8]>,
+    pub statement: StatementPart<'a>,
+    pub rows: Option<i64>,
+}
+
+/// Writes the complete message text (`AUDIT: ...`) into `out`, replacing its contents.
+pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, max_string_length: Option<usize>) {
+    out.clear();
+    out.extend_from_slice(if line.object_audit {
+        b"AUDIT: OBJECT,"
+    } else {
+        b"AUDIT: SESSION,"
+    });
+    push_int(out, line.statement_id);
+    out.push(b',');
+    push_int(out, line.substatement_id);
+    out.push(b',');
+    out.extend_from_slice(line.class.as_bytes());
+    out.push(b',');
+    append_csv(out, Some(line.command));
+    out.push(b',');
+    append_csv(out, line.object_type);
+    out.push(b',');
+    append_csv(out, line.object_name);
+    out.push(b',');
+    match &line.statement {
+        StatementPart::Text { text, parameters } => {
+            append_csv(out, text.map(|t| truncate(t, max_string_length)).as_deref());
+            out.push(b',');
+            match parameters {
+                Parameters::NotLogged => out.extend_from_slice(b"<not logged>"),
+                Parameters::Values(values) if values.is_empty() => out.extend_from_slice(b"<none>"),
+                Parameters::Values(values) => {
+                    let mut inner = Vec::new();
+                    for (i, value) in values.iter().enumerate() {
+                        if i != 0 {
+                            inner.push(b',');
+                        }
+                        append_csv(
+                            &mut inner,
+                            value
+                                .as_deref()
+                                .map(|v| truncate(v, max_string_length))
+                                .as_deref(),
+                        );
+                    }
+                    append_csv(out, Some(&inner));
+                }
+            }
+        }
+        StatementPart::NotLogged => out.extend_from_slice(b"<not logged>,<not logged>"),
+        StatementPart::PreviouslyLogged => {
+            out.extend_from_slice(b"<previously logged>,<previously logged>")
+        }
+    }
+    if let Some(rows) = line.rows {
+        out.push(b',');
+        push_int(out, rows);
+    }
+}
+
+fn push_int(out: &mut Vec<u8>, value: i64) {
+    use std::io::Write;
+    let _ = write!(out, "{value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(value: &str) -> String {
+        let mut out = Vec::new();
+        append_csv(&mut out, Some(value.as_bytes()));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn csv_quotes_only_when_needed() {
+        assert_eq!(csv("SELECT 1;"), "SELECT 1;");
+        assert_eq!(
+            csv("CREATE TABLE tmp (id int, data text);"),
+            "\"CREATE TABLE tmp (id int, data text);\""
+        );
+        assert_eq!(csv("SELECT 'a\"b' AS x;"), "\"SELECT 'a\"\"b' AS x;\"");
+        assert_eq!(
+            csv("public.\"Weird, Name\""),
+            "\"public.\"\"Weird, Name\"\"\""
+        );
+        assert_eq!(csv("a\nb"), "\"a\nb\"");
+        assert_eq!(csv("a\tb ; "), "a\tb ; ");
+        assert_eq!(csv(""), "");
+    }
+
+    #[test]
+    fn redaction_matches_pgaudit_examples() {
+        let r = |s: &str| redact_password(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            r("CREATE USER regress_user1 password 'password';").as_deref(),
+            Some("CREATE USER regress_user1 password <REDACTED>")
+        );
+        assert_eq!(
+            r("ALTER ROLE r2 WITH PASSWORD 'x' VALID UNTIL 'infinity';").as_deref(),
+            Some("ALTER ROLE r2 WITH PASSWORD <REDACTED>")
+        );
+        assert_eq!(
+            r("CREATE ROLE \"MyPassword_role\";").as_deref(),
+            Some("CREATE ROLE \"MyPassword <REDACTED>")
+        );
+        assert_eq!(r("CREATE ROLE plain;"), None);
+    }
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(&*truncate(b"abcdef", Some(3)), b"abc<truncated>");
+        assert_eq!(&*truncate(b"abc", Some(3)), b"abc");
+        assert_eq!(&*truncate(b"abc", None), b"abc");
+        // "é" is two bytes; cutting at 2 would split it.
+        assert_eq!(&*truncate("aéb".as_bytes(), Some(2)), b"a<truncated>");
+        assert_eq!(&*truncate(b"abc", Some(0)), b"<truncated>");
+    }
+
+    fn line(statement: StatementPart<'_>, rows: Option<i64>) -> String {
+        let mut out = Vec::new();
+        write_line(
+            &mut out,
+            &Line {
+                object_audit: false,
+                statement_id: 3,
+                substatement_id: 1,
+                class: "READ",
+                command: b"SELECT",
+                object_type: Some(b"TABLE"),
+                object_name: Some(b"public.t"),
+                statement,
+                rows,
+            },
+            None,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn parameters_are_csv_inside_csv() {
+        let values = [
+            Some(b"a,b".to_vec()),
+            Some(b"c\"d".to_vec()),
+            None,
+            Some(b"plain".to_vec()),
+        ];
+        let got = line(
+            StatementPart::Text {
+                text: Some(b"SELECT $1"),
+                parameters: Parameters::Values(&values),
+            },
+            None,
+        );
+        assert_eq!(got, "AUDIT: SESSION,3,1,READ,SELECT,TABLE,public.t,SELECT $1,\"\"\"a,b\"\",\"\"c\"\"\"\"d\"\",,plain\"");
+        let one_null = [None];
+        let got = line(
+            StatementPart::Text {
+                text: Some(b"SELECT $1"),
+                parameters: Parameters::Values(&one_null),
+            },
+            None,
+        );
+        assert!(got.ends_with("SELECT $1,"), "{got}");
+        let got = line(
+            StatementPart::Text {
+                text: Some(b"SELECT 1"),
+                parameters: Parameters::Values(&[]),
+            },
+            None,
+        );
+        assert!(got.ends_with("SELECT 1,<none>"), "{got}");
+    }
+
+    #[test]
+    fn placeholders_and_rows() {
+        assert!(line(StatementPart::NotLogged, Some(0))
+            .ends_with("public.t,<not logged>,<not logged>,0"));
+        assert!(line(StatementPart::PreviouslyLogged, None)
+            .ends_with(",<previously logged>,<previously logged>"));
+        assert!(line(
+            StatementPart::Text {
+                text: Some(b"SELECT 1"),
+                parameters: Parameters::NotLogged
+            },
+            Some(7)
+        )
+        .ends_with("SELECT 1,<not logged>,7"));
+    }
+}
