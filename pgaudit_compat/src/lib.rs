@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+pub use pgaudit_siem_tests::audit_lines;
 use pgaudit_siem_tests::postgres::Client;
 use pgaudit_siem_tests::{pg_bin_dir, Cluster, ClusterBuilder};
 
@@ -247,14 +248,6 @@ pub fn fresh_database(cluster: &Cluster, db: &str, settings: &[String]) {
             ))
             .unwrap_or_else(|e| panic!("{db}: {setting}: {e}"));
     }
-}
-
-/// The AUDIT messages (without the `AUDIT: ` prefix) of log records, in order.
-pub fn audit_lines(records: &[pgaudit_siem_tests::LogRecord]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|r| r.message.strip_prefix("AUDIT: ").map(str::to_owned))
-        .collect()
 }
 
 /// Runs a case on one cluster and returns its session's AUDIT messages in order.

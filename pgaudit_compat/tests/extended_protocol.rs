@@ -52,6 +52,9 @@ fn client_library_lines_are_identical() {
     let oracle = client_workload(&twins.pgaudit);
     let siem = client_workload(&twins.siem);
     println!("extended protocol: {} reference lines", oracle.len());
+    if std::env::var_os("PGAUDIT_COMPAT_VERBOSE").is_some() {
+        println!("{}", oracle.join("\n"));
+    }
     assert!(oracle.len() > 15, "{oracle:#?}");
     assert_eq!(oracle, siem);
 }

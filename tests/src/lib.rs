@@ -473,6 +473,16 @@ impl Cluster {
             .collect()
     }
 
+    /// The `AUDIT:` lines (prefix removed) of one session, in order: see [`Cluster::session_log`].
+    pub fn session_audit(
+        &self,
+        dbname: &str,
+        user: &str,
+        run: impl FnOnce(&mut Client),
+    ) -> Vec<String> {
+        audit_lines(&self.session_log(dbname, user, run))
+    }
+
     /// Runs a SQL script through `psql` as `postgres`, returning (success, stdout+stderr).
     pub fn psql(&self, dbname: &str, script: &str) -> (bool, String) {
         let out = Command::new(pg_bin_dir().join("psql"))
@@ -509,6 +519,14 @@ impl Cluster {
             .map(|s| s.success())
             .unwrap_or(false)
     }
+}
+
+/// The AUDIT messages (without the `AUDIT: ` prefix) of log records, in order.
+pub fn audit_lines(records: &[LogRecord]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| r.message.strip_prefix("AUDIT: ").map(str::to_owned))
+        .collect()
 }
 
 impl ClusterBuilder {
