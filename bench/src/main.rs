@@ -2,9 +2,11 @@
 //! configurations side by side in alternating rounds, and prints a Markdown table with
 //! ratios against the anchor configuration measured in the same run.
 //!
-//! Usage: `bash scripts/bench.sh [overhead] [--seconds N] [--rounds N]`
+//! Usage: `bash scripts/bench.sh [overhead] [session] [sqlsmith] [--seconds N] [--rounds N] [--minutes N]`
+//! (no name: overhead and session; sqlsmith is a long robustness run, named explicitly).
 
 mod pgbench;
+mod sqlsmith;
 
 use pgaudit_siem_tests::Cluster;
 use pgbench::{Config, Options, SELECT_ONLY, TPCB_LIKE};
@@ -29,18 +31,22 @@ fn main() {
             "--rounds" => opts.rounds = number("--rounds"),
             "--clients" => opts.clients = number("--clients"),
             "--scale" => opts.scale = number("--scale"),
-            "overhead" => which.push(arg),
-            other => panic!("unknown argument {other}; benchmarks: overhead"),
+            "--minutes" => minutes = number("--minutes"),
+            "overhead" | "session" | "sqlsmith" => which.push(arg),
+            other => panic!("unknown argument {other}; benchmarks: overhead, session, sqlsmith"),
         }
     }
     if which.is_empty() {
-        which.push("overhead".into());
+        which.extend(["overhead".into(), "session".into()]);
     }
     println!("# pgaudit_siem benchmarks\n");
     println!("{}\n", machine_description());
     for name in which {
-        if name == "overhead" {
-            overhead(&opts);
+        match name.as_str() {
+            "overhead" => overhead(&opts),
+            "session" => session(&opts),
+            "sqlsmith" => sqlsmith::run(minutes),
+            _ => unreachable!("validated above"),
         }
     }
 }
@@ -72,6 +78,81 @@ fn overhead(opts: &Options) {
                 "≥ 0.98 of no extension: {}",
                 if worst >= 0.98 { "met" } else { "NOT met" }
             ),
+        })
+    );
+}
+
+/// Session audit cost against real pgAudit at the same settings.
+fn session(opts: &Options) {
+    let mut configs = vec![Config {
+        label: "no extension".into(),
+        builder: Cluster::builder().name("bench-none"),
+    }];
+    let levels = ["none", "read,write", "all"];
+    for level in levels {
+        configs.push(Config {
+            label: format!("pgAudit, log = {level}"),
+            builder: Cluster::builder()
+                .name("bench-pgaudit")
+                .preload("pgaudit")
+                .setting("pgaudit.log", &format!("'{level}'")),
+        });
+    }
+    configs.push(Config {
+        label: "pgaudit_siem, featureEnabled = off".into(),
+        builder: Cluster::builder()
+            .name("bench-siem-off")
+            .preload("pgaudit_siem"),
+    });
+    for level in levels {
+        configs.push(Config {
+            label: format!("pgaudit_siem, log = {level}"),
+            builder: Cluster::builder()
+                .name("bench-siem")
+                .preload("pgaudit_siem")
+                .setting("pgaudit.featureEnabled", "on")
+                .setting("pgaudit.log", &format!("'{level}'")),
+        });
+    }
+    let results = pgbench::run(configs, &[SELECT_ONLY, TPCB_LIKE], opts);
+    println!(
+        "## Session audit against pgAudit 1.7\n\npgbench, {} clients, scale {}, {} rounds of {} s per configuration and workload, alternating. \
+         Ratios are against no extension; the target compares each pgaudit_siem row with the pgAudit row at the same pgaudit.log.\n",
+        opts.clients, opts.scale, opts.rounds, opts.seconds
+    );
+    let median_of = |w: usize, c: usize| pgbench::median(&results.tps[w][c]);
+    println!(
+        "{}",
+        results.markdown(|label, c, worst| {
+            if let Some(level) = label.strip_prefix("pgaudit_siem, log = ") {
+                let anchor = 1 + levels.iter().position(|l| *l == level).unwrap();
+                let ratios: Vec<f64> = (0..results.workloads.len())
+                    .map(|w| median_of(w, c) / median_of(w, anchor))
+                    .collect();
+                let worst_vs_pgaudit = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+                format!(
+                    "vs pgAudit: {} → {}",
+                    ratios
+                        .iter()
+                        .map(|r| format!("{r:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    if worst_vs_pgaudit >= 1.0 {
+                        "met (≥ 1.00)"
+                    } else {
+                        "NOT met (≥ 1.00)"
+                    }
+                )
+            } else if label.ends_with("featureEnabled = off") {
+                format!(
+                    "≥ 0.98 of no extension: {}",
+                    if worst >= 0.98 { "met" } else { "NOT met" }
+                )
+            } else if c == 0 {
+                "anchor".into()
+            } else {
+                "reference".into()
+            }
         })
     );
 }

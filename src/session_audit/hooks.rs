@@ -14,10 +14,17 @@
 //!   depth, so events pushed inside functions, procedures, DO blocks and triggers are
 //!   marked nested (for `pgaudit.log_nested_statements`).
 //!
-//! # Panic / unwind safety
-//! Every hook is `#[pg_guard]`. Previous hooks are foreign function pointers and are
-//! called through `pg_guard_ffi_boundary`, so an ERROR inside them unwinds our frames
-//! (running `Drop`, e.g. the nesting-depth guard) before PostgreSQL's longjmp resumes.
+//! # Panic / unwind safety, and error transparency
+//! Every hook is `#[pg_guard]`, so a panic or an ERROR raised by our own code becomes a
+//! PostgreSQL ERROR. The next hook (or `standard_*`) is called through *raw* declarations
+//! (`chain` below), not pgrx's guarded bindings: an ERROR raised by the statement itself
+//! then longjmps through our frames exactly as through a C extension's, and reaches the
+//! client untouched (pgrx's round-trip would drop constraint/table/column names, cursor
+//! position and context, and append Rust backtraces). For that to be sound, no value with
+//! a destructor is alive in our frames at those calls (they are "plain old frames",
+//! RFC 2945), and state changed around the call is restored without `Drop`: the nesting
+//! depth resets when the audit stack empties and at transaction abort, and an elevated
+//! user id is restored by PostgreSQL's (sub)transaction abort.
 //!
 //! # Fast path
 //! With `pgaudit.featureEnabled = off` every hook only chains to the next one.
@@ -26,7 +33,6 @@ use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::ffi::pg_guard_ffi_boundary;
 use pgrx::prelude::*;
 
 use super::classes;
@@ -65,6 +71,19 @@ pub fn init() {
         pg_sys::object_access_hook = Some(object_access);
         PREV_PLANNER = pg_sys::planner_hook;
         pg_sys::planner_hook = Some(planner);
+        pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_transaction_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut c_void,
+) {
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+    {
+        reset_nesting();
     }
 }
 
@@ -87,25 +106,57 @@ thread_local! {
     static NESTING: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Raises the nesting depth for its lifetime; `Drop` restores it on success and when an
-/// ERROR unwinds through us.
-struct NestingGuard;
-
-impl NestingGuard {
-    fn enter() -> Self {
-        NESTING.with(|n| n.set(n.get() + 1));
-        NestingGuard
-    }
+fn enter_nested() {
+    NESTING.with(|n| n.set(n.get() + 1));
 }
 
-impl Drop for NestingGuard {
-    fn drop(&mut self) {
-        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
-    }
+fn leave_nested() {
+    NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+}
+
+/// Forgets any depth left behind by an ERROR that longjmp'ed past `leave_nested`. Called
+/// when the audit stack empties (no statement is running) and at transaction abort.
+pub fn reset_nesting() {
+    NESTING.with(|n| n.set(0));
 }
 
 fn nested() -> bool {
     NESTING.with(|n| n.get() > 0)
+}
+
+/// Unguarded declarations of the functions we chain to; see the module docs.
+mod chain {
+    use pgrx::pg_sys;
+    use std::ffi::{c_char, c_int};
+
+    unsafe extern "C-unwind" {
+        pub fn standard_ExecutorStart(query_desc: *mut pg_sys::QueryDesc, eflags: c_int);
+        pub fn standard_ExecutorRun(
+            query_desc: *mut pg_sys::QueryDesc,
+            direction: pg_sys::ScanDirection::Type,
+            count: u64,
+            execute_once: bool,
+        );
+        pub fn standard_ExecutorFinish(query_desc: *mut pg_sys::QueryDesc);
+        pub fn standard_ExecutorEnd(query_desc: *mut pg_sys::QueryDesc);
+        pub fn standard_planner(
+            parse: *mut pg_sys::Query,
+            query_string: *const c_char,
+            cursor_options: c_int,
+            bound_params: pg_sys::ParamListInfo,
+        ) -> *mut pg_sys::PlannedStmt;
+        #[allow(clippy::too_many_arguments)]
+        pub fn standard_ProcessUtility(
+            pstmt: *mut pg_sys::PlannedStmt,
+            query_string: *const c_char,
+            read_only_tree: bool,
+            context: pg_sys::ProcessUtilityContext::Type,
+            params: pg_sys::ParamListInfo,
+            query_env: *mut pg_sys::QueryEnvironment,
+            dest: *mut pg_sys::DestReceiver,
+            qc: *mut pg_sys::QueryCompletion,
+        );
+    }
 }
 
 // ---- Executor ----
@@ -153,11 +204,12 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     } else {
         None
     };
-    // SAFETY: chaining with PostgreSQL's own arguments.
+    // SAFETY: chaining with PostgreSQL's own arguments; nothing with a destructor is
+    // alive here (`pushed` is Copy), so an ERROR may longjmp through this frame.
     unsafe {
         match PREV_EXECUTOR_START {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
-            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+            Some(prev) => prev(query_desc, eflags),
+            None => chain::standard_ExecutorStart(query_desc, eflags),
         }
     }
     if let Some(id) = pushed {
@@ -202,10 +254,10 @@ unsafe extern "C-unwind" fn executor_check_perms(
             }
         }
     }
-    // SAFETY: chaining with PostgreSQL's own arguments.
+    // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
     unsafe {
         match PREV_EXECUTOR_CHECK_PERMS {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(range_table, ereport_on_violation)),
+            Some(prev) => prev(range_table, ereport_on_violation),
             None => true,
         }
     }
@@ -226,18 +278,15 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
-    {
-        let _nesting = NestingGuard::enter();
-        // SAFETY: chaining with PostgreSQL's own arguments.
-        unsafe {
-            match PREV_EXECUTOR_RUN {
-                Some(prev) => {
-                    pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once))
-                }
-                None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
-            }
+    enter_nested();
+    // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
+    unsafe {
+        match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query_desc, direction, count, execute_once),
+            None => chain::standard_ExecutorRun(query_desc, direction, count, execute_once),
         }
     }
+    leave_nested();
     if gucs::log_rows() && active() && !stack::internal_statement() {
         // SAFETY: the EState is valid between ExecutorStart and ExecutorEnd.
         let (context, processed) = unsafe {
@@ -253,14 +302,15 @@ unsafe extern "C-unwind" fn executor_run(
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
     // AFTER triggers fire here: statements they run are nested.
-    let _nesting = NestingGuard::enter();
-    // SAFETY: chaining with PostgreSQL's own arguments.
+    enter_nested();
+    // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
     unsafe {
         match PREV_EXECUTOR_FINISH {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
-            None => pg_sys::standard_ExecutorFinish(query_desc),
+            Some(prev) => prev(query_desc),
+            None => chain::standard_ExecutorFinish(query_desc),
         }
     }
+    leave_nested();
 }
 
 #[pg_guard]
@@ -277,11 +327,11 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
             }
         }
     }
-    // SAFETY: chaining with PostgreSQL's own arguments.
+    // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
     unsafe {
         match PREV_EXECUTOR_END {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(query_desc)),
-            None => pg_sys::standard_ExecutorEnd(query_desc),
+            Some(prev) => prev(query_desc),
+            None => chain::standard_ExecutorEnd(query_desc),
         }
     }
 }
@@ -294,16 +344,16 @@ unsafe extern "C-unwind" fn planner(
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     // Functions the planner evaluates (constant folding) run nested statements too.
-    let _nesting = NestingGuard::enter();
-    // SAFETY: chaining with PostgreSQL's own arguments.
-    unsafe {
+    enter_nested();
+    // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
+    let plan = unsafe {
         match PREV_PLANNER {
-            Some(prev) => {
-                pg_guard_ffi_boundary(|| prev(parse, query_string, cursor_options, bound_params))
-            }
-            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+            Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+            None => chain::standard_planner(parse, query_string, cursor_options, bound_params),
         }
-    }
+    };
+    leave_nested();
+    plan
 }
 
 // ---- Utility statements ----
@@ -380,35 +430,42 @@ unsafe extern "C-unwind" fn process_utility(
             pushed = Some(id);
         }
     }
-    {
-        let _nesting = matches!(node_tag, T_DoStmt | T_CallStmt).then(NestingGuard::enter);
-        // SAFETY: chaining with PostgreSQL's own arguments.
-        unsafe {
-            match PREV_PROCESS_UTILITY {
-                Some(prev) => pg_guard_ffi_boundary(|| {
-                    prev(
-                        pstmt,
-                        query_string,
-                        read_only_tree,
-                        context,
-                        params,
-                        query_env,
-                        dest,
-                        qc,
-                    )
-                }),
-                None => pg_sys::standard_ProcessUtility(
-                    pstmt,
-                    query_string,
-                    read_only_tree,
-                    context,
-                    params,
-                    query_env,
-                    dest,
-                    qc,
-                ),
-            }
+    let routine = matches!(node_tag, T_DoStmt | T_CallStmt);
+    if routine {
+        enter_nested();
+    }
+    // A pgaudit_admin member's ALTER DATABASE/ROLE ... SET pgaudit.* runs with elevated
+    // rights after delegated_config checked it (a Copy value: restored explicitly below,
+    // or by PostgreSQL's (sub)transaction abort if the statement fails).
+    let elevation = crate::delegated_config::elevate_for(utility);
+    // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
+    unsafe {
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => chain::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
         }
+    }
+    crate::delegated_config::restore(elevation);
+    if routine {
+        leave_nested();
     }
     if let Some(id) = pushed {
         if !transaction_aborted() {
@@ -442,10 +499,10 @@ unsafe extern "C-unwind" fn object_access(
     {
         log_function_execute(object_id);
     }
-    // SAFETY: chaining with PostgreSQL's own arguments.
+    // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
     unsafe {
         if let Some(prev) = PREV_OBJECT_ACCESS {
-            pg_guard_ffi_boundary(|| prev(access, class_id, object_id, sub_id, arg));
+            prev(access, class_id, object_id, sub_id, arg);
         }
     }
 }

@@ -213,6 +213,7 @@ unsafe extern "C-unwind" fn owner_context_reset(arg: *mut c_void) {
 
 impl AuditState {
     fn reset_statement(&mut self) {
+        super::hooks::reset_nesting();
         self.internal_statement = false;
         self.substatement_total = 0;
         self.statement_logged = false;

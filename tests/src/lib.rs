@@ -44,15 +44,20 @@ fn running_as_root() -> bool {
 }
 
 /// A command for a PostgreSQL binary, run as the `postgres` OS user when we are root.
+/// Servers start with the variables a production postmaster would not have removed
+/// (a test runner's `RUST_BACKTRACE` would make pgrx attach backtraces to errors).
 pub fn pg_command(program: &str) -> Command {
     let path = pg_bin_dir().join(program);
-    if running_as_root() {
+    let mut cmd = if running_as_root() {
         let mut cmd = Command::new("runuser");
         cmd.arg("-u").arg(SERVER_OS_USER).arg("--").arg(path);
         cmd
     } else {
         Command::new(path)
-    }
+    };
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    cmd
 }
 
 fn run_checked(mut cmd: Command, what: &str) -> Output {

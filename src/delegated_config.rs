@@ -1,0 +1,460 @@
+//! Delegated configuration: lets a non-superuser platform admin (a member of
+//! `pgaudit_admin`) configure auditing per database, role and role-in-database, without
+//! the power to silence its own session.
+//!
+//! Two ways in, one set of rules:
+//! - `aiven_extras.set_pgaudit_parameter(parameter, database, value)`,
+//!   `aiven_extras.set_pgaudit_role_parameter(parameter, role, value)` and
+//!   `aiven_extras.set_pgaudit_role_in_database_parameter(parameter, role, database, value)`:
+//!   SECURITY DEFINER wrappers (search_path pinned to `pg_catalog, pg_temp`), EXECUTE for
+//!   `pgaudit_admin` only, around [`apply_delegated_setting`].
+//! - `ALTER DATABASE d SET pgaudit.x = ...` / `ALTER ROLE r [IN DATABASE d] SET ...` /
+//!   `... RESET pgaudit.x`, which the utility hook lets a `pgaudit_admin` member run for
+//!   the accepted parameters ([`elevate_for`]).
+//!
+//! # Invariants
+//! - Accepted parameters (case-insensitive): featureEnabled, log, log_catalog,
+//!   log_max_string_length, log_nested_statements, log_parameter, log_relation, log_rows,
+//!   log_statement, log_statement_once. `log_client`, `log_level`, `role` and anything
+//!   else are refused.
+//! - A delegated admin never targets a superuser role, its own role, or a role it is a
+//!   member of; for ALTER it must also pass PostgreSQL's usual checks (database owner;
+//!   CREATEROLE for roles), which are done here before the statement runs with elevated
+//!   rights, because PostgreSQL would skip them for the superuser it then runs as.
+//! - Identifiers and values reach SQL only through `quote_identifier`/`quote_literal`;
+//!   the value is validated by the setting's own check hook when PostgreSQL stores it,
+//!   so an invalid value fails with the setting's own message and nothing is stored.
+//! - Every delegated change is written to the server log (LOG) whatever the audit
+//!   settings, and is audit-logged like any statement when auditing is on.
+//! - Plain `SET pgaudit.*` in a session stays superuser-only; `GRANT SET ON PARAMETER` is
+//!   not used because it would allow exactly that.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi;
+
+/// Parameters a delegated admin may set, by canonical name (without the prefix).
+pub const ACCEPTED_PARAMETERS: [&str; 10] = [
+    "featureEnabled",
+    "log",
+    "log_catalog",
+    "log_max_string_length",
+    "log_nested_statements",
+    "log_parameter",
+    "log_relation",
+    "log_rows",
+    "log_statement",
+    "log_statement_once",
+];
+
+/// The canonical `pgaudit.<name>` for an accepted parameter, matched case-insensitively
+/// and with or without the `pgaudit.` prefix.
+pub fn canonical_parameter(name: &str) -> Option<String> {
+    let bare = match name.get(..8) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("pgaudit.") => &name[8..],
+        _ => name,
+    };
+    ACCEPTED_PARAMETERS
+        .iter()
+        .find(|p| p.eq_ignore_ascii_case(bare))
+        .map(|p| format!("pgaudit.{p}"))
+}
+
+const ADMIN_ROLE: &CStr = c"pgaudit_admin";
+
+extension_sql!(
+    r#"
+-- The delegated-configuration role. Roles are cluster-wide, so it survives DROP EXTENSION
+-- and is shared by every database that installs the extension.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgaudit_admin') THEN
+        CREATE ROLE pgaudit_admin NOLOGIN;
+    END IF;
+END
+$$;
+
+CREATE SCHEMA aiven_extras;
+-- Only the functions below are meant for callers; USAGE lets pgaudit_admin reach them.
+REVOKE ALL ON SCHEMA aiven_extras FROM PUBLIC;
+GRANT USAGE ON SCHEMA aiven_extras TO pgaudit_admin;
+
+CREATE FUNCTION aiven_extras.set_pgaudit_parameter(parameter text, database text, value text)
+    RETURNS text
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, NULL, database, value, 'database') $f$;
+
+CREATE FUNCTION aiven_extras.set_pgaudit_role_parameter(parameter text, role text, value text)
+    RETURNS text
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, role, NULL, value, 'role') $f$;
+
+CREATE FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(parameter text, role text, database text, value text)
+    RETURNS text
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, role, database, value, 'role in database') $f$;
+
+REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_parameter(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_role_parameter(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(text, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_parameter(text, text, text) TO pgaudit_admin;
+GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_parameter(text, text, text) TO pgaudit_admin;
+GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(text, text, text, text) TO pgaudit_admin;
+-- The worker function is reachable only through the wrappers above.
+REVOKE ALL ON FUNCTION pgaudit_siem.apply_delegated_setting(text, text, text, text, text) FROM PUBLIC;
+"#,
+    name = "delegated_config",
+    requires = [apply_delegated_setting],
+);
+
+fn refuse(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
+    let mut report = ErrorReport::new(code, message, function_name!());
+    if let Some(hint) = hint {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+fn accepted_list_hint() -> String {
+    format!("Accepted parameters: {}.", ACCEPTED_PARAMETERS.join(", "))
+}
+
+/// The worker behind the `aiven_extras` functions. Runs as the extension owner (a
+/// superuser) through their SECURITY DEFINER; the caller is the outer user.
+#[pg_extern(volatile, parallel_unsafe)]
+fn apply_delegated_setting(
+    parameter: Option<&str>,
+    role: Option<&str>,
+    database: Option<&str>,
+    value: Option<&str>,
+    scope: &str,
+) -> String {
+    let needs_role = scope != "database";
+    let needs_database = scope != "role";
+    let (Some(parameter), Some(value)) = (parameter, value) else {
+        refuse(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "parameter and value must not be NULL".into(),
+            None,
+        )
+    };
+    if (needs_role && role.is_none()) || (needs_database && database.is_none()) {
+        refuse(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!(
+                "{} must not be NULL",
+                if needs_role && role.is_none() {
+                    "role"
+                } else {
+                    "database"
+                }
+            ),
+            None,
+        )
+    }
+    let Some(name) = canonical_parameter(parameter) else {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("Invalid parameter: {parameter}"),
+            Some(&accepted_list_hint()),
+        )
+    };
+    // SAFETY: the outer user is the role that called the SECURITY DEFINER wrapper.
+    let caller = unsafe { pg_sys::GetOuterUserId() };
+    if let Some(database) = database {
+        database_oid(database);
+    }
+    if let Some(role) = role {
+        let target = role_oid(role);
+        check_role_target(caller, target, role);
+    }
+    let target_sql = match (role, database) {
+        (Some(r), Some(d)) => format!(
+            "ROLE {} IN DATABASE {}",
+            spi::quote_identifier(r),
+            spi::quote_identifier(d)
+        ),
+        (Some(r), None) => format!("ROLE {}", spi::quote_identifier(r)),
+        (None, Some(d)) => format!("DATABASE {}", spi::quote_identifier(d)),
+        (None, None) => unreachable!("checked above"),
+    };
+    let statement = format!(
+        "ALTER {target_sql} SET {name} = {}",
+        spi::quote_literal(value)
+    );
+    Spi::run(&statement).unwrap_or_else(|e| error!("{e}"));
+    let target_text = match (role, database) {
+        (Some(r), Some(d)) => format!("role \"{r}\" in database \"{d}\""),
+        (Some(r), None) => format!("role \"{r}\""),
+        (None, Some(d)) => format!("database \"{d}\""),
+        (None, None) => unreachable!(),
+    };
+    log_delegated_change(caller, &format!("set {name} = '{value}' for {target_text}"));
+    notice!("{name} set for {target_text}; it applies to new connections");
+    format!("{name} set to '{value}' for {target_text}; applies to new connections")
+}
+
+fn database_oid(name: &str) -> pg_sys::Oid {
+    let c_name = std::ffi::CString::new(name).unwrap_or_else(|_| {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "database name contains a NUL byte".into(),
+            None,
+        )
+    });
+    // SAFETY: missing_ok = true, so this only looks up the catalog.
+    let oid = unsafe { pg_sys::get_database_oid(c_name.as_ptr(), true) };
+    if oid == pg_sys::InvalidOid {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME,
+            format!("database \"{name}\" does not exist"),
+            None,
+        );
+    }
+    oid
+}
+
+fn role_oid(name: &str) -> pg_sys::Oid {
+    let c_name = std::ffi::CString::new(name).unwrap_or_else(|_| {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "role name contains a NUL byte".into(),
+            None,
+        )
+    });
+    // SAFETY: missing_ok = true, so this only looks up the catalog.
+    let oid = unsafe { pg_sys::get_role_oid(c_name.as_ptr(), true) };
+    if oid == pg_sys::InvalidOid {
+        refuse(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("role \"{name}\" does not exist"),
+            None,
+        );
+    }
+    oid
+}
+
+/// Refuses superuser targets, and (for non-superuser callers) the caller's own role and
+/// roles it is a member of, so an admin cannot switch off auditing of its own sessions.
+fn check_role_target(caller: pg_sys::Oid, target: pg_sys::Oid, target_name: &str) {
+    // SAFETY: catalog lookups on valid role oids.
+    let (target_is_superuser, caller_is_superuser, caller_is_member) = unsafe {
+        (
+            pg_sys::superuser_arg(target),
+            pg_sys::superuser_arg(caller),
+            pg_sys::is_member_of_role(caller, target)
+                || pg_sys::is_member_of_role(pg_sys::GetSessionUserId(), target),
+        )
+    };
+    if target_is_superuser {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("Configuring superuser roles not allowed: {target_name}"),
+            None,
+        );
+    }
+    if !caller_is_superuser && caller_is_member {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("Configuring your own role or a role you are a member of is not allowed: {target_name}"),
+            Some("Ask another administrator to configure auditing of your own sessions."),
+        );
+    }
+}
+
+/// Writes the change to the server log, whatever the audit settings.
+fn log_delegated_change(caller: pg_sys::Oid, what: &str) {
+    // SAFETY: GetUserNameFromId returns a palloc'd name for a valid role oid.
+    let who = unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(caller, true)) }.to_string_lossy();
+    ereport!(
+        PgLogLevel::LOG_SERVER_ONLY,
+        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        format!("pgaudit_siem: delegated configuration by role \"{who}\": {what}")
+    );
+}
+
+// ---- ALTER DATABASE / ALTER ROLE ... SET through the utility hook ----
+
+/// The caller's user id and security context, saved while a delegated statement runs as
+/// the bootstrap superuser. Deliberately `Copy` and without `Drop`: the utility hook lets
+/// ERRORs longjmp through its frame, so restoring is explicit ([`restore`]) on success,
+/// and PostgreSQL's (sub)transaction abort restores the saved user on failure.
+#[derive(Clone, Copy)]
+pub struct Elevation {
+    saved_user: pg_sys::Oid,
+    saved_context: i32,
+}
+
+/// Ends an elevation started by [`elevate_for`].
+pub fn restore(elevation: Option<Elevation>) {
+    if let Some(e) = elevation {
+        // SAFETY: restores the exact user and security context saved in `elevate_for`.
+        unsafe { pg_sys::SetUserIdAndSecContext(e.saved_user, e.saved_context) };
+    }
+}
+
+/// Decides whether a utility statement is a delegated pgaudit setting change by a
+/// `pgaudit_admin` member. Returns an [`Elevation`] (the statement then runs as the
+/// bootstrap superuser until [`restore`]), `None` to let PostgreSQL apply its normal
+/// rules, or raises a clear error.
+pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<Elevation> {
+    // SAFETY: `utility` is the statement PostgreSQL is about to run; node tags tell the
+    // concrete type, and only its fields are read.
+    let (setstmt, role, database) = unsafe {
+        match (*utility).type_ {
+            pg_sys::NodeTag::T_AlterDatabaseSetStmt => {
+                let s = utility as *mut pg_sys::AlterDatabaseSetStmt;
+                ((*s).setstmt, std::ptr::null_mut(), (*s).dbname)
+            }
+            pg_sys::NodeTag::T_AlterRoleSetStmt => {
+                let s = utility as *mut pg_sys::AlterRoleSetStmt;
+                ((*s).setstmt, (*s).role, (*s).database)
+            }
+            _ => return None,
+        }
+    };
+    // SAFETY: a VariableSetStmt's name is NULL only for RESET ALL.
+    let name_ptr = unsafe { (*setstmt).name };
+    if name_ptr.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated identifier from the parser.
+    let name = unsafe { CStr::from_ptr(name_ptr) }.to_string_lossy();
+    if !name.to_ascii_lowercase().starts_with("pgaudit.") {
+        return None;
+    }
+    // SAFETY: plain reads of the current user; superusers need no delegation.
+    let caller = unsafe { pg_sys::GetUserId() };
+    if unsafe { pg_sys::superuser() } || !is_pgaudit_admin(caller) {
+        return None;
+    }
+    let Some(canonical) = canonical_parameter(&name) else {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to set parameter \"{name}\""),
+            Some(&format!(
+                "pgaudit_admin members may set only these pgaudit parameters: {}.",
+                ACCEPTED_PARAMETERS.join(", ")
+            )),
+        );
+    };
+    let database_name = (!database.is_null()).then(|| {
+        // SAFETY: NUL-terminated identifier from the parser.
+        unsafe { CStr::from_ptr(database) }
+            .to_string_lossy()
+            .into_owned()
+    });
+    let database_oid = database_name.as_deref().map(database_oid);
+    let target_text = if role.is_null() {
+        let db = database_name.clone().unwrap_or_default();
+        // PostgreSQL's own rule for ALTER DATABASE SET: the owner may.
+        // SAFETY: catalog lookup with valid oids.
+        if !unsafe { pg_sys::pg_database_ownercheck(database_oid.unwrap(), caller) } {
+            return None; // PostgreSQL refuses with its usual "must be owner of database"
+        }
+        format!("database \"{db}\"")
+    } else {
+        // SAFETY: ALTER ROLE ALL has no RoleSpec... which is `role == NULL`, handled above;
+        // get_rolespec_oid raises the usual error for a missing role.
+        let target = unsafe { pg_sys::get_rolespec_oid(role, false) };
+        // SAFETY: GetUserNameFromId returns a palloc'd name.
+        let target_name = unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(target, false)) }
+            .to_string_lossy()
+            .into_owned();
+        check_role_target(caller, target, &target_name);
+        if !has_createrole(caller) {
+            return None; // PostgreSQL refuses with its usual permission error
+        }
+        match &database_name {
+            Some(db) => format!("role \"{target_name}\" in database \"{db}\""),
+            None => format!("role \"{target_name}\""),
+        }
+    };
+    // SAFETY: the set statement's kind field is always valid.
+    let kind = unsafe { (*setstmt).kind };
+    let action = if kind == pg_sys::VariableSetKind::VAR_SET_VALUE {
+        "set"
+    } else {
+        "reset"
+    };
+    log_delegated_change(
+        caller,
+        &format!("ALTER ... {action} {canonical} for {target_text}"),
+    );
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    // SAFETY: standard save/switch of the current user, restored by `restore` or by
+    // (sub)transaction abort (which restores the user saved when it started).
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    Some(Elevation {
+        saved_user,
+        saved_context,
+    })
+}
+
+fn is_pgaudit_admin(role: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups; a missing pgaudit_admin role means nobody is delegated.
+    unsafe {
+        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, admin)
+    }
+}
+
+fn has_createrole(role: pg_sys::Oid) -> bool {
+    // SAFETY: pg_authid syscache lookup, tuple released before returning.
+    unsafe {
+        let tuple =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as i32, role.into());
+        if tuple.is_null() {
+            return false;
+        }
+        let header = (*tuple).t_data;
+        let form = (header as *const u8).add((*header).t_hoff as usize)
+            as *const pg_sys::FormData_pg_authid;
+        let result = (*form).rolcreaterole;
+        pg_sys::ReleaseSysCache(tuple);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_parameter;
+
+    #[test]
+    fn parameters_match_case_insensitively_with_or_without_prefix() {
+        assert_eq!(canonical_parameter("log").as_deref(), Some("pgaudit.log"));
+        assert_eq!(
+            canonical_parameter("FEATUREENABLED").as_deref(),
+            Some("pgaudit.featureEnabled")
+        );
+        assert_eq!(
+            canonical_parameter("pgaudit.Log_Relation").as_deref(),
+            Some("pgaudit.log_relation")
+        );
+        for refused in [
+            "log_client",
+            "log_level",
+            "role",
+            "pgaudit.role",
+            "",
+            "log; DROP TABLE x",
+            "shared_preload_libraries",
+        ] {
+            assert_eq!(canonical_parameter(refused), None, "{refused:?}");
+        }
+    }
+}
