@@ -25,5 +25,10 @@ fi
 echo "== install for integration tests =="
 install_extension
 
-echo "== integration and pgAudit compatibility tests =="
-cargo test -p pgaudit_siem_tests -p pgaudit_compat
+echo "== integration tests =="
+cargo test -p pgaudit_siem_tests
+
+echo "== pgAudit compatibility (differential) tests =="
+# The corpus prints its "N/M identical" summary and any diffs.
+cargo test -p pgaudit_compat --test corpus -- --nocapture
+cargo test -p pgaudit_compat --test settings --test extended_protocol --test deviations --test errors

@@ -52,6 +52,26 @@ static LOG_MAX_STRING_LENGTH: GucSetting<i32> = GucSetting::<i32>::new(-1);
 /// `pgaudit.log_nested_statements`: on, as pgAudit (which always logs nested statements).
 static LOG_NESTED_STATEMENTS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+// ---- Change capture (pgaudit_siem.*) ----
+
+/// `pgaudit_siem.max_rows_per_event`: 1000 rows keeps an event well under typical SIEM
+/// request limits (Splunk HEC 1 MB default, OpenSearch 100 MB) for ordinary rows.
+static MAX_ROWS_PER_EVENT: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pgaudit_siem.max_event_bytes`: 1 MB, the batch size Vector and Fluent Bit settle on.
+static MAX_EVENT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
+/// `pgaudit_siem.retention` (seconds): 7 days of events stay queryable in SQL.
+static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+/// Actor and organisation of the current transaction, set by the application with
+/// `SET LOCAL` (so they work through transaction-mode poolers).
+static ACTOR_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+static ACTOR_EMAIL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+static ACTOR_FIRST_NAME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+static ACTOR_LAST_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+static ORG_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+static ORG_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+static ORG_ALIAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+
 /// Parsed `pgaudit.log` bitmap, installed by the assign hook.
 static LOG_CLASS_BITS: AtomicU32 = AtomicU32::new(classes::NONE);
 /// Parsed `pgaudit.log_level` as a PostgreSQL elevel, installed by the assign hook.
@@ -138,6 +158,54 @@ pub fn init() {
     // SAFETY: called in _PG_init after this prefix's settings are defined; the literal
     // is 'static and NUL-terminated.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaudit".as_ptr()) };
+    init_change_capture();
+}
+
+fn init_change_capture() {
+    use pgrx::guc::{GucContext, GucFlags, GucRegistry};
+    GucRegistry::define_int_guc(
+        c"pgaudit_siem.max_rows_per_event",
+        c"Maximum number of rows in one change-capture event; larger statements are split into parts.",
+        c"Every part carries the statement's total processed_row_count, its part number and the part count.",
+        &MAX_ROWS_PER_EVENT,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgaudit_siem.max_event_bytes",
+        c"Approximate maximum size of the rows of one change-capture event; larger statements are split into parts.",
+        c"",
+        &MAX_EVENT_BYTES,
+        1024,
+        1024 * 1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"pgaudit_siem.retention",
+        c"How long captured events stay in pgaudit_siem.events after they were captured; undelivered events are never removed.",
+        c"",
+        &RETENTION,
+        60,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    for (name, description, setting) in [
+        (c"pgaudit_siem.actor_id", c"Application user id recorded as actor.id of change events (SET LOCAL per transaction).", &ACTOR_ID),
+        (c"pgaudit_siem.actor_email", c"Application user email recorded as actor.email of change events.", &ACTOR_EMAIL),
+        (c"pgaudit_siem.actor_first_name", c"Application user first name recorded in change events.", &ACTOR_FIRST_NAME),
+        (c"pgaudit_siem.actor_last_name", c"Application user last name recorded in change events.", &ACTOR_LAST_NAME),
+        (c"pgaudit_siem.org_id", c"Organisation id recorded as org.id of change events (SET LOCAL per transaction).", &ORG_ID),
+        (c"pgaudit_siem.org_name", c"Organisation name recorded as org.name of change events.", &ORG_NAME),
+        (c"pgaudit_siem.org_alias", c"Organisation alias recorded as org.alias of change events.", &ORG_ALIAS),
+    ] {
+        GucRegistry::define_string_guc(name, description, c"", setting, GucContext::Userset, GucFlags::default());
+    }
+    // SAFETY: after this prefix's settings are defined; 'static literal.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaudit_siem".as_ptr()) };
 }
 
 // ---- Registration helpers ----
@@ -396,6 +464,42 @@ pub fn audit_role_name() -> Option<&'static CStr> {
     // SAFETY: non-NULL GUC string values are NUL-terminated.
     let name = unsafe { CStr::from_ptr(value) };
     (!name.is_empty()).then_some(name)
+}
+
+/// `pgaudit_siem.max_rows_per_event`.
+pub fn max_rows_per_event() -> usize {
+    MAX_ROWS_PER_EVENT.get().max(1) as usize
+}
+
+/// `pgaudit_siem.max_event_bytes`.
+pub fn max_event_bytes() -> usize {
+    MAX_EVENT_BYTES.get().max(1) as usize
+}
+
+fn text_setting(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// (id, email, first name, last name) of the application user, empty when unset.
+pub fn actor() -> (String, String, String, String) {
+    (
+        text_setting(&ACTOR_ID),
+        text_setting(&ACTOR_EMAIL),
+        text_setting(&ACTOR_FIRST_NAME),
+        text_setting(&ACTOR_LAST_NAME),
+    )
+}
+
+/// (id, name, alias) of the organisation, empty when unset.
+pub fn org() -> (String, String, String) {
+    (
+        text_setting(&ORG_ID),
+        text_setting(&ORG_NAME),
+        text_setting(&ORG_ALIAS),
+    )
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -15,6 +15,7 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+pub mod change_capture;
 pub mod delegated_config;
 pub mod gucs;
 pub mod session_audit;

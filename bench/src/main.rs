@@ -8,7 +8,7 @@
 mod pgbench;
 mod sqlsmith;
 
-use pgaudit_siem_tests::Cluster;
+use pgaudit_siem_tests::{Cluster, ClusterBuilder};
 use pgbench::{Config, Options, SELECT_ONLY, TPCB_LIKE};
 
 fn main() {
@@ -82,33 +82,31 @@ fn overhead(opts: &Options) {
     );
 }
 
-/// Session audit cost against real pgAudit at the same settings.
+/// Session audit cost against real pgAudit at the same settings. Each pgaudit_siem
+/// configuration is listed right after its pgAudit counterpart, so (with the runner's
+/// order reversal on odd rounds) the two always run back to back.
 fn session(opts: &Options) {
-    let mut configs = vec![Config {
-        label: "no extension".into(),
-        builder: Cluster::builder().name("bench-none"),
-    }];
     let levels = ["none", "read,write", "all"];
+    let mut configs = vec![
+        Config {
+            label: "no extension".into(),
+            builder: bench_cluster("bench-none"),
+        },
+        Config {
+            label: "pgaudit_siem, featureEnabled = off".into(),
+            builder: bench_cluster("bench-siem-off").preload("pgaudit_siem"),
+        },
+    ];
     for level in levels {
         configs.push(Config {
             label: format!("pgAudit, log = {level}"),
-            builder: Cluster::builder()
-                .name("bench-pgaudit")
+            builder: bench_cluster("bench-pgaudit")
                 .preload("pgaudit")
                 .setting("pgaudit.log", &format!("'{level}'")),
         });
-    }
-    configs.push(Config {
-        label: "pgaudit_siem, featureEnabled = off".into(),
-        builder: Cluster::builder()
-            .name("bench-siem-off")
-            .preload("pgaudit_siem"),
-    });
-    for level in levels {
         configs.push(Config {
             label: format!("pgaudit_siem, log = {level}"),
-            builder: Cluster::builder()
-                .name("bench-siem")
+            builder: bench_cluster("bench-siem")
                 .preload("pgaudit_siem")
                 .setting("pgaudit.featureEnabled", "on")
                 .setting("pgaudit.log", &format!("'{level}'")),
@@ -125,7 +123,7 @@ fn session(opts: &Options) {
         "{}",
         results.markdown(|label, c, worst| {
             if let Some(level) = label.strip_prefix("pgaudit_siem, log = ") {
-                let anchor = 1 + levels.iter().position(|l| *l == level).unwrap();
+                let anchor = c - 1; // its pgAudit counterpart, listed just before it
                 let ratios: Vec<f64> = (0..results.workloads.len())
                     .map(|w| median_of(w, c) / median_of(w, anchor))
                     .collect();

@@ -19,6 +19,7 @@ use pgrx::pg_sys;
 use super::classes;
 use super::format::{self, Line, Parameters, StatementPart};
 use super::stack::{self, AuditEvent, StackId};
+
 use crate::gucs;
 
 /// Class name printed in the line and the bit that gates it.
@@ -68,91 +69,92 @@ thread_local! {
 }
 
 /// Logs the event `id` if it qualifies. Returns whether a line was emitted.
+///
+/// Three phases keep borrows of the stack away from PostgreSQL calls without copying the
+/// event: decide (borrow), run parameter output functions (no borrow), then assign ids
+/// and write the line straight from the event (borrow); `ereport` runs after that.
 pub fn log_event(id: StackId) -> bool {
     // SAFETY: plain read of a backend-global flag.
     if unsafe { pg_sys::creating_extension } {
         return false;
     }
-    let Some(mut event) = stack::with_event(id, |e| {
+    let log_statement = gucs::log_statement();
+    let decision = stack::with_event(id, |e| {
         if e.logged {
             return None;
         }
-        let (_, _, redact) = classify(e);
+        let (class_name, class_bit, redact) = classify(e);
         if redact && e.redacted_text.is_none() && !e.text.is_null() {
             // SAFETY: `text` is PostgreSQL's NUL-terminated source text, alive with the entry.
             let text = unsafe { CStr::from_ptr(e.text) }.to_bytes();
             e.redacted_text = format::redact_password(text);
         }
-        Some(e.clone())
-    })
-    .flatten() else {
-        return false;
-    };
-    let (class_name, class_bit, _) = classify(&event);
-    if !event.granted && gucs::log_classes() & class_bit == 0 {
-        return false;
-    }
-    if event.nested && !gucs::log_nested_statements() {
-        return false;
-    }
-    let Some((statement_id, substatement_id)) = stack::assign_ids(id) else {
-        return false;
-    };
-    event.statement_id = statement_id;
-    event.substatement_id = substatement_id;
-
-    let log_statement = gucs::log_statement();
-    let print_text = log_statement && !(event.statement_logged && gucs::log_statement_once());
-    let parameter_values = if print_text && gucs::log_parameter() {
-        Some(parameter_strings(event.params))
-    } else {
-        None
-    };
-    let text: Option<&[u8]> = match &event.redacted_text {
-        Some(redacted) => Some(redacted),
-        // SAFETY: as above.
-        None if !event.text.is_null() => Some(unsafe { CStr::from_ptr(event.text) }.to_bytes()),
-        None => None,
-    };
-    let statement = if print_text {
-        StatementPart::Text {
-            text,
-            parameters: match &parameter_values {
-                Some(values) => Parameters::Values(values),
-                None => Parameters::NotLogged,
-            },
+        if !e.granted && gucs::log_classes() & class_bit == 0 {
+            return None;
         }
-    } else if !log_statement {
-        StatementPart::NotLogged
-    } else {
-        StatementPart::PreviouslyLogged
+        if e.nested && !gucs::log_nested_statements() {
+            return None;
+        }
+        let print_text = log_statement && !(e.statement_logged && gucs::log_statement_once());
+        Some((class_name, print_text, e.params))
+    })
+    .flatten();
+    let Some((class_name, print_text, params)) = decision else {
+        return false;
     };
-    // SAFETY: GetCommandTagName returns a static NUL-terminated name for every tag.
-    let command = unsafe { CStr::from_ptr(pg_sys::GetCommandTagName(event.command)) }.to_bytes();
-    let line = Line {
-        object_audit: event.granted,
-        statement_id,
-        substatement_id,
-        class: class_name,
-        command,
-        object_type: event.object_type.as_deref(),
-        object_name: event.object_name.as_deref(),
-        statement,
-        rows: gucs::log_rows().then_some(event.rows),
-    };
-    LINE.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        format::write_line(&mut buffer, &line, gucs::log_max_string_length());
-        buffer.push(0);
-        emit(gucs::audit_elevel(), &buffer);
-    });
-    stack::with_event(id, |e| {
+    let parameter_values = (print_text && gucs::log_parameter()).then(|| parameter_strings(params));
+    let max_string_length = gucs::log_max_string_length();
+    let rows_enabled = gucs::log_rows();
+    let mut line = LINE.take();
+    let written = stack::with_event_and_counters(id, |e, counters| {
+        counters.assign(e);
+        let text: Option<&[u8]> = match &e.redacted_text {
+            Some(redacted) => Some(redacted),
+            // SAFETY: as above.
+            None if !e.text.is_null() => Some(unsafe { CStr::from_ptr(e.text) }.to_bytes()),
+            None => None,
+        };
+        let statement = if print_text {
+            StatementPart::Text {
+                text,
+                parameters: match &parameter_values {
+                    Some(values) => Parameters::Values(values),
+                    None => Parameters::NotLogged,
+                },
+            }
+        } else if !log_statement {
+            StatementPart::NotLogged
+        } else {
+            StatementPart::PreviouslyLogged
+        };
+        // SAFETY: GetCommandTagName returns a static NUL-terminated name for every tag.
+        let command = unsafe { CStr::from_ptr(pg_sys::GetCommandTagName(e.command)) }.to_bytes();
+        format::write_line(
+            &mut line,
+            &Line {
+                object_audit: e.granted,
+                statement_id: e.statement_id,
+                substatement_id: e.substatement_id,
+                class: class_name,
+                command,
+                object_type: e.object_type.as_deref(),
+                object_name: e.object_name.as_deref(),
+                statement,
+                rows: rows_enabled.then_some(e.rows),
+            },
+            max_string_length,
+        );
         if print_text {
             e.statement_logged = true;
         }
         e.logged = true;
     });
-    true
+    if written.is_some() {
+        line.push(0);
+        emit(gucs::audit_elevel(), &line);
+    }
+    LINE.set(line);
+    written.is_some()
 }
 
 /// Output-function text of each parameter slot (`None` for NULL or untyped), as pgAudit.

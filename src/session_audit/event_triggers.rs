@@ -113,7 +113,7 @@ pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
             pg_sys::CommandTag::CMDTAG_GRANT | pg_sys::CommandTag::CMDTAG_REVOKE
         );
         let saved_tag = stack::with_event(top, |e| {
-            e.object_type = row[0].clone();
+            e.object_type = row[0].clone().map(Into::into);
             e.object_name = row[1].clone();
             e.command = command;
             e.logged = false;
@@ -148,7 +148,7 @@ pub unsafe extern "C-unwind" fn pgaudit_sql_drop(
     let _ = unsafe { event_trigger_data(fcinfo) };
     for row in spi_rows(DROPPED_OBJECTS_QUERY, 2, "pgaudit_ddl_drop") {
         stack::with_event(top, |e| {
-            e.object_type = row[0].clone();
+            e.object_type = row[0].clone().map(Into::into);
             e.object_name = row[1].clone();
             e.logged = false;
         });

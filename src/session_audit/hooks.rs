@@ -437,6 +437,7 @@ unsafe extern "C-unwind" fn process_utility(
     // A pgaudit_admin member's ALTER DATABASE/ROLE ... SET pgaudit.* runs with elevated
     // rights after delegated_config checked it (a Copy value: restored explicitly below,
     // or by PostgreSQL's (sub)transaction abort if the statement fails).
+    crate::change_capture::protect::check_utility(utility);
     let elevation = crate::delegated_config::elevate_for(utility);
     // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
     unsafe {
@@ -545,7 +546,7 @@ fn log_function_execute(function_oid: pg_sys::Oid) {
     event.log_level = pg_sys::LogStmtLevel::LOGSTMT_ALL;
     event.node_tag = pg_sys::NodeTag::T_DoStmt;
     event.command = pg_sys::CommandTag::CMDTAG_EXECUTE;
-    event.object_type = Some(b"FUNCTION".to_vec());
+    event.object_type = Some(b"FUNCTION".as_slice().into());
     event.object_name = Some(object_name);
     let id = stack::push_transient(event);
     let (text, redacted, parent_nested) = stack::text_below(id);

@@ -66,7 +66,7 @@ pub fn log_select_dml(id: StackId, audit_oid: pg_sys::Oid, range_table: *mut pg_
             e.log_level = level;
             e.node_tag = node_tag;
             e.command = command;
-            e.object_type = Some(object_type(rte.relkind as u8).as_bytes().to_vec());
+            e.object_type = Some(object_type(rte.relkind as u8).as_bytes().into());
             e.object_name = object_name;
             e.granted = granted;
         });

@@ -24,6 +24,7 @@
 //! - The state lives in a `RefCell`; borrows never span a call into PostgreSQL (which can
 //!   re-enter our hooks or fire the reset callback).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 
@@ -38,7 +39,8 @@ pub struct AuditEvent {
     pub log_level: pg_sys::LogStmtLevel::Type,
     pub node_tag: pg_sys::NodeTag,
     pub command: pg_sys::CommandTag::Type,
-    pub object_type: Option<Vec<u8>>,
+    /// Static for relation and function kinds; owned when an event trigger supplies it.
+    pub object_type: Option<Cow<'static, [u8]>>,
     pub object_name: Option<Vec<u8>>,
     /// Source text; owned by PostgreSQL and alive at least as long as this entry.
     pub text: *const c_char,
@@ -92,13 +94,35 @@ struct StackEntry {
     event: AuditEvent,
 }
 
+/// pgAudit's statement/substatement counters.
+#[derive(Default)]
+pub struct IdCounters {
+    statement_total: i64,
+    substatement_total: i64,
+    statement_logged: bool,
+}
+
+impl IdCounters {
+    /// Assigns ids on an event's first emission: a new statement id for the first event
+    /// logged since the stack was last empty, then the next substatement id.
+    pub fn assign(&mut self, event: &mut AuditEvent) {
+        if event.statement_id == 0 {
+            if !self.statement_logged {
+                self.statement_total += 1;
+                self.statement_logged = true;
+            }
+            event.statement_id = self.statement_total;
+            self.substatement_total += 1;
+            event.substatement_id = self.substatement_total;
+        }
+    }
+}
+
 #[derive(Default)]
 struct AuditState {
     entries: Vec<StackEntry>,
     last_stack_id: StackId,
-    statement_total: i64,
-    substatement_total: i64,
-    statement_logged: bool,
+    counters: IdCounters,
     internal_statement: bool,
     registered: Vec<pg_sys::MemoryContext>,
 }
@@ -215,8 +239,8 @@ impl AuditState {
     fn reset_statement(&mut self) {
         super::hooks::reset_nesting();
         self.internal_statement = false;
-        self.substatement_total = 0;
-        self.statement_logged = false;
+        self.counters.substatement_total = 0;
+        self.counters.statement_logged = false;
     }
 }
 
@@ -275,27 +299,19 @@ pub fn node_tags() -> Vec<pg_sys::NodeTag> {
     with_state(|s| s.entries.iter().rev().map(|e| e.event.node_tag).collect())
 }
 
-/// Assigns statement/substatement ids on first emission, as pgAudit does, and returns them.
-pub fn assign_ids(id: StackId) -> Option<(i64, i64)> {
+/// Runs `f` on the event with `id` and the id counters, if the event is still on the stack.
+pub fn with_event_and_counters<R>(
+    id: StackId,
+    f: impl FnOnce(&mut AuditEvent, &mut IdCounters) -> R,
+) -> Option<R> {
     with_state(|s| {
         let AuditState {
-            entries,
-            statement_total,
-            substatement_total,
-            statement_logged,
-            ..
+            entries, counters, ..
         } = s;
-        let entry = entries.iter_mut().find(|e| e.id == id)?;
-        if entry.event.statement_id == 0 {
-            if !*statement_logged {
-                *statement_total += 1;
-                *statement_logged = true;
-            }
-            entry.event.statement_id = *statement_total;
-            *substatement_total += 1;
-            entry.event.substatement_id = *substatement_total;
-        }
-        Some((entry.event.statement_id, entry.event.substatement_id))
+        entries
+            .iter_mut()
+            .find(|e| e.id == id)
+            .map(|e| f(&mut e.event, counters))
     })
 }
 

@@ -1,0 +1,288 @@
+//! Table change capture: statement-level triggers written in Rust turn each INSERT,
+//! UPDATE, DELETE and TRUNCATE on a tracked table into a JSON audit event in the
+//! transactional outbox `pgaudit_siem.outbox`.
+//!
+//! - [`json`]: escaping, UUIDv7, timestamps (pure Rust).
+//! - [`trigger`]: the capture trigger and the outbox insert.
+//! - [`protect`]: the utility-hook rules that keep capture switched on.
+//!
+//! # Invariants
+//! - Events are rows written in the capturing transaction: rolled-back statements,
+//!   savepoints and transactions leave none; a committed change always has its event.
+//! - Only a table's owner or a `pgaudit_admin` member may track or untrack it; writers
+//!   need no privilege on the outbox; only `pgaudit_admin` members (and superusers) can
+//!   read the outbox, through the `events` view; nobody else can change or delete it.
+//! - Untracking and dropping a tracked table are audit events themselves.
+//! - Partitioned tables: the trigger on the parent sees rows routed to every partition;
+//!   partitions (existing and future) get the same triggers for statements that name
+//!   them directly, so each change is captured exactly once.
+
+pub mod json;
+pub mod protect;
+pub mod trigger;
+
+use pgrx::prelude::*;
+
+extension_sql!(
+    r#"
+-- Which tables are tracked. Trigger arguments carry the same configuration.
+CREATE TABLE pgaudit_siem.tracked (
+    relid oid PRIMARY KEY,
+    category text NOT NULL,
+    exclude_columns text[] NOT NULL DEFAULT '{}',
+    tracked_by name NOT NULL DEFAULT current_user,
+    tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- The transactional outbox. `seq` orders events by insertion; the delivery worker adds
+-- commit-order safety on top (events become deliverable once their transaction is
+-- older than every running one).
+CREATE TABLE pgaudit_siem.outbox (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id uuid NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL,
+    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    category text NOT NULL,
+    action text NOT NULL,
+    relid oid,
+    schema_name text,
+    table_name text,
+    row_count bigint,
+    part int NOT NULL DEFAULT 1,
+    part_count int NOT NULL DEFAULT 1,
+    payload json NOT NULL,
+    delivered_at timestamptz
+);
+ALTER TABLE pgaudit_siem.outbox ALTER COLUMN payload SET COMPRESSION lz4;
+CREATE INDEX outbox_undelivered ON pgaudit_siem.outbox (seq) WHERE delivered_at IS NULL;
+CREATE INDEX outbox_created ON pgaudit_siem.outbox (created_at);
+
+REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox FROM PUBLIC;
+GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
+
+CREATE VIEW pgaudit_siem.tracked_tables AS
+    SELECT t.relid::pg_catalog.regclass AS table_name, t.category, t.exclude_columns, t.tracked_by, t.tracked_at
+      FROM pgaudit_siem.tracked t;
+
+CREATE VIEW pgaudit_siem.events AS
+    SELECT o.id, o.created_at, o.category, o.action, o.schema_name, o.table_name, o.row_count,
+           o.part, o.part_count, o.xid, o.delivered_at, o.payload::pg_catalog.jsonb AS payload
+      FROM pgaudit_siem.outbox o;
+
+REVOKE ALL ON pgaudit_siem.tracked_tables, pgaudit_siem.events FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.tracked_tables, pgaudit_siem.events TO pgaudit_admin;
+
+CREATE FUNCTION pgaudit_siem.capture_changes() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'pgaudit_siem_capture_changes';
+
+-- Records an administrative event (untrack, dropped table) in the outbox.
+CREATE FUNCTION pgaudit_siem._admin_event(p_category text, p_action text, p_relid oid, p_schema text, p_table text, p_detail jsonb)
+    RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    INSERT INTO pgaudit_siem.outbox (id, created_at, category, action, relid, schema_name, table_name, row_count, payload)
+    SELECT pgaudit_siem.uuid_v7(), now_ts, p_category, p_action, p_relid, p_schema, p_table, NULL,
+           json_build_object(
+             'id', id, 'timestamp', to_char(now_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+             'event', json_build_object('category', p_category, 'action', p_action),
+             'org', json_build_object('id', NULL, 'name', current_database(), 'alias', current_database()),
+             'actor', json_build_object('id', session_user, 'email', NULL, 'first_name', NULL, 'last_name', NULL),
+             'changes', json_build_object('processed_row_count', NULL, 'part', 1, 'part_count', 1, 'data_before', '[]'::json, 'data_after', '[]'::json, 'detail', p_detail),
+             'source', json_build_object('database', current_database(), 'schema', p_schema, 'table', p_table,
+                                         'transaction_id', pg_current_xact_id()::text::bigint, 'session_user', session_user,
+                                         'current_user', current_user, 'application_name', current_setting('application_name'),
+                                         'client_addr', host(inet_client_addr())))
+      FROM (SELECT pgaudit_siem.uuid_v7() AS id, clock_timestamp() AS now_ts) x
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem._admin_event(text, text, oid, text, text, jsonb) FROM PUBLIC;
+
+-- Installs (or refreshes) the capture triggers on one table.
+CREATE FUNCTION pgaudit_siem._install_triggers(p_relid oid, p_category text, p_exclude text[])
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    args text := pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_literal(a) FROM pg_catalog.unnest(ARRAY[p_category] || p_exclude) a), ', ');
+    tbl text := p_relid::pg_catalog.regclass::text;
+BEGIN
+    PERFORM pgaudit_siem._drop_triggers(p_relid);
+    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS pgaudit_siem_new FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
+    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgaudit_siem_old NEW TABLE AS pgaudit_siem_new FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
+    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS pgaudit_siem_old FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
+    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
+END
+$f$;
+
+CREATE FUNCTION pgaudit_siem._drop_triggers(p_relid oid)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['pgaudit_siem_capture_insert', 'pgaudit_siem_capture_update', 'pgaudit_siem_capture_delete', 'pgaudit_siem_capture_truncate'] LOOP
+        IF EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = p_relid AND tgname = t) THEN
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t, p_relid::pg_catalog.regclass);
+        END IF;
+    END LOOP;
+END
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem._install_triggers(oid, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgaudit_siem._drop_triggers(oid) FROM PUBLIC;
+
+-- Refuses unless the caller owns the table or is a pgaudit_admin member.
+CREATE FUNCTION pgaudit_siem._check_may_track(p_relid oid)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = p_relid) THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', p_relid USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT (pg_catalog.pg_has_role(session_user, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = p_relid), 'USAGE')
+            OR pg_catalog.pg_has_role(session_user, 'pgaudit_admin', 'USAGE')) THEN
+        RAISE EXCEPTION 'permission denied to track table %', p_relid::pg_catalog.regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only the table owner or a member of pgaudit_admin may track or untrack a table.';
+    END IF;
+    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = p_relid) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', p_relid::pg_catalog.regclass USING ERRCODE = 'wrong_object_type';
+    END IF;
+END
+$f$;
+
+CREATE FUNCTION pgaudit_siem.track(tbl regclass, category text DEFAULT NULL, exclude_columns text[] DEFAULT '{}')
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    cat text := coalesce(category, (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl));
+    unknown text;
+    part oid;
+BEGIN
+    PERFORM pgaudit_siem._check_may_track(tbl);
+    IF cat = '' THEN
+        RAISE EXCEPTION 'category must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT c INTO unknown FROM pg_catalog.unnest(coalesce(exclude_columns, '{}')) c
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = tbl AND attname = c AND attnum > 0 AND NOT attisdropped)
+     LIMIT 1;
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', unknown, tbl USING ERRCODE = 'undefined_column';
+    END IF;
+    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_columns, tracked_by)
+         VALUES (tbl, cat, coalesce(exclude_columns, '{}'), session_user)
+    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_columns = excluded.exclude_columns,
+                                      tracked_by = excluded.tracked_by, tracked_at = excluded.tracked_at;
+    -- The table itself, plus every partition below it (pg_partition_tree is empty for plain tables).
+    FOR part IN SELECT tbl::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(tbl) LOOP
+        PERFORM pgaudit_siem._install_triggers(part, cat, coalesce(exclude_columns, '{}'));
+    END LOOP;
+END
+$f$;
+
+CREATE FUNCTION pgaudit_siem.untrack(tbl regclass)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    part oid;
+    cat text;
+BEGIN
+    PERFORM pgaudit_siem._check_may_track(tbl);
+    DELETE FROM pgaudit_siem.tracked WHERE relid = tbl RETURNING category INTO cat;
+    IF cat IS NULL THEN
+        RAISE EXCEPTION 'table % is not tracked', tbl USING ERRCODE = 'undefined_object';
+    END IF;
+    -- The table itself, plus every partition below it (pg_partition_tree is empty for plain tables).
+    FOR part IN SELECT tbl::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(tbl) LOOP
+        PERFORM pgaudit_siem._drop_triggers(part);
+    END LOOP;
+    PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'untrack', tbl,
+        (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = tbl),
+        (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl),
+        pg_catalog.jsonb_build_object('category', cat));
+END
+$f$;
+
+-- New partitions of tracked tables get the capture triggers; dropped tracked tables
+-- leave the tracked list with an audit event.
+CREATE FUNCTION pgaudit_siem._on_ddl_command_end() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    cmd record;
+    root record;
+BEGIN
+    FOR cmd IN SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands()
+                WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND object_type IN ('table', 'table column') LOOP
+        FOR root IN SELECT t.relid, t.category, t.exclude_columns FROM pgaudit_siem.tracked t
+                     WHERE t.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(cmd.objid) WHERE relid <> cmd.objid) LOOP
+            IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = cmd.objid AND tgname = 'pgaudit_siem_capture_insert') THEN
+                PERFORM pgaudit_siem._install_triggers(cmd.objid, root.category, root.exclude_columns);
+            END IF;
+        END LOOP;
+    END LOOP;
+END
+$f$;
+
+CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    obj record;
+BEGIN
+    FOR obj IN SELECT d.objid, d.schema_name, d.object_name, t.category
+                 FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                 JOIN pgaudit_siem.tracked t ON t.relid = d.objid
+                WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0 LOOP
+        DELETE FROM pgaudit_siem.tracked WHERE relid = obj.objid;
+        PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'drop_table', obj.objid, obj.schema_name, obj.object_name,
+                                          pg_catalog.jsonb_build_object('category', obj.category));
+    END LOOP;
+END
+$f$;
+
+CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
+CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION pgaudit_siem._on_sql_drop();
+
+-- Retention: delivered events older than pgaudit_siem.retention are deleted; older
+-- undelivered events are kept and reported, never removed silently.
+CREATE FUNCTION pgaudit_siem.purge_expired()
+    RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    horizon timestamptz := pg_catalog.now() - pg_catalog.current_setting('pgaudit_siem.retention')::interval;
+    removed bigint;
+    stuck bigint;
+BEGIN
+    DELETE FROM pgaudit_siem.outbox WHERE created_at < horizon AND delivered_at IS NOT NULL;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    SELECT count(*) INTO stuck FROM pgaudit_siem.outbox WHERE created_at < horizon AND delivered_at IS NULL;
+    IF stuck > 0 THEN
+        RAISE WARNING 'pgaudit_siem: % undelivered events are older than pgaudit_siem.retention and are kept', stuck
+            USING HINT = 'Check SIEM delivery (pgaudit_siem.stats); events are only removed after delivery.';
+    END IF;
+    RETURN removed;
+END
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem.purge_expired() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem.purge_expired() TO pgaudit_admin;
+
+-- Explicit, audited discard of undelivered events (DROP EXTENSION refuses while any exist).
+CREATE FUNCTION pgaudit_siem.discard_undelivered()
+    RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE pgaudit_siem.outbox SET delivered_at = pg_catalog.now() WHERE delivered_at IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RAISE LOG 'pgaudit_siem: % undelivered events discarded by %', n, session_user;
+    RETURN n;
+END
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem.discard_undelivered() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_siem.untrack(regclass) TO PUBLIC;
+"#,
+    name = "change_capture",
+    requires = ["delegated_config", uuid_v7],
+);
+
+/// A new UUIDv7 (time-ordered), as the capture trigger assigns to events.
+#[pg_extern(volatile, parallel_safe)]
+fn uuid_v7() -> pgrx::Uuid {
+    let mut random = [0u8; 10];
+    // SAFETY: fills the buffer with random bytes.
+    unsafe { pgrx::pg_sys::pg_strong_random(random.as_mut_ptr().cast(), random.len()) };
+    // SAFETY: plain clock read.
+    let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() } + json::POSTGRES_EPOCH_UNIX_MICROS;
+    pgrx::Uuid::from_bytes(trigger::next_uuid((now / 1000) as u64, random))
+}

@@ -1,0 +1,169 @@
+//! Utility-hook rules that keep change capture switched on: only superusers and
+//! `pgaudit_admin` members may drop, rename, disable or demote the capture triggers, and
+//! `DROP EXTENSION` refuses while undelivered events exist.
+//!
+//! # Invariants
+//! - Table owners can still do everything else to their tables (ALTER TABLE adding or
+//!   dropping columns keeps capture working; DROP TABLE is itself an audit event).
+//! - The checks run before PostgreSQL executes the statement, so a refused statement
+//!   changes nothing.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgList;
+
+const TRIGGER_PREFIX: &str = "pgaudit_siem_capture_";
+
+fn privileged() -> bool {
+    // SAFETY: catalog lookups on the current user.
+    unsafe {
+        if pg_sys::superuser() {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"pgaudit_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
+    }
+}
+
+fn refuse(message: String) -> ! {
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message, function_name!())
+        .set_hint("Change capture is managed with pgaudit_siem.track() and pgaudit_siem.untrack() by the table owner or a pgaudit_admin member.")
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+fn string_value(node: *mut pg_sys::Node) -> String {
+    // SAFETY: names in DROP/RENAME object lists are String nodes.
+    unsafe {
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_String {
+            return String::new();
+        }
+        CStr::from_ptr((*(node as *mut pg_sys::String)).sval)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn is_capture_trigger(name: &str) -> bool {
+    name.starts_with(TRIGGER_PREFIX)
+}
+
+/// Checks a utility statement before it runs.
+pub fn check_utility(utility: *mut pg_sys::Node) {
+    // SAFETY: node tags identify the statement types whose fields are read below.
+    unsafe {
+        match (*utility).type_ {
+            pg_sys::NodeTag::T_DropStmt => {
+                let stmt = &*(utility as *mut pg_sys::DropStmt);
+                match stmt.removeType {
+                    pg_sys::ObjectType::OBJECT_TRIGGER => {
+                        for object in PgList::<pg_sys::List>::from_pg(stmt.objects).iter_ptr() {
+                            let names = PgList::<pg_sys::Node>::from_pg(object);
+                            let name = names
+                                .iter_ptr()
+                                .last()
+                                .map(string_value)
+                                .unwrap_or_default();
+                            if is_capture_trigger(&name) && !privileged() {
+                                refuse(format!(
+                                    "permission denied to drop change-capture trigger \"{name}\""
+                                ));
+                            }
+                        }
+                    }
+                    pg_sys::ObjectType::OBJECT_EXTENSION => {
+                        for object in PgList::<pg_sys::Node>::from_pg(stmt.objects).iter_ptr() {
+                            if string_value(object) == "pgaudit_siem" {
+                                refuse_drop_with_undelivered_events();
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let stmt = &*(utility as *mut pg_sys::RenameStmt);
+                if stmt.renameType == pg_sys::ObjectType::OBJECT_TRIGGER && !stmt.subname.is_null()
+                {
+                    let name = CStr::from_ptr(stmt.subname).to_string_lossy();
+                    if is_capture_trigger(&name) && !privileged() {
+                        refuse(format!(
+                            "permission denied to rename change-capture trigger \"{name}\""
+                        ));
+                    }
+                }
+            }
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let stmt = &*(utility as *mut pg_sys::AlterTableStmt);
+                for cmd in PgList::<pg_sys::AlterTableCmd>::from_pg(stmt.cmds).iter_ptr() {
+                    use pg_sys::AlterTableType as At;
+                    let cmd = &*cmd;
+                    let named = if cmd.name.is_null() {
+                        None
+                    } else {
+                        Some(CStr::from_ptr(cmd.name).to_string_lossy().into_owned())
+                    };
+                    let touches_capture = match cmd.subtype {
+                        At::AT_DisableTrig | At::AT_EnableReplicaTrig => {
+                            named.as_deref().is_some_and(is_capture_trigger)
+                        }
+                        At::AT_DisableTrigAll | At::AT_DisableTrigUser => {
+                            has_capture_triggers(stmt.relation)
+                        }
+                        _ => false,
+                    };
+                    if touches_capture && !privileged() {
+                        refuse("permission denied to disable change-capture triggers".to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn has_capture_triggers(relation: *mut pg_sys::RangeVar) -> bool {
+    // SAFETY: a RangeVar from the parse tree; missing relations are left to PostgreSQL.
+    let relid = unsafe {
+        pg_sys::RangeVarGetRelidExtended(
+            relation,
+            pg_sys::NoLock as i32,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    if relid == pg_sys::InvalidOid {
+        return false;
+    }
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname LIKE 'pgaudit\\_siem\\_capture\\_%')",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+fn refuse_drop_with_undelivered_events() {
+    let undelivered = Spi::get_one::<i64>(
+        "SELECT CASE WHEN pg_catalog.to_regclass('pgaudit_siem.outbox') IS NULL THEN 0
+                     ELSE (SELECT count(*) FROM pgaudit_siem.outbox WHERE delivered_at IS NULL) END",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0);
+    if undelivered > 0 {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!("cannot drop extension pgaudit_siem: {undelivered} captured events have not been delivered"),
+            function_name!(),
+        )
+        .set_detail("Dropping the extension would delete the outbox and lose them.")
+        .set_hint("Let the delivery worker deliver them (see pgaudit_siem.stats), or call pgaudit_siem.discard_undelivered() to discard them explicitly.")
+        .report(PgLogLevel::ERROR);
+    }
+}
