@@ -2,9 +2,10 @@
 //! configurations side by side in alternating rounds, and prints a Markdown table with
 //! ratios against the anchor configuration measured in the same run.
 //!
-//! Usage: `bash scripts/bench.sh [overhead] [session] [sqlsmith] [--seconds N] [--rounds N] [--minutes N]`
-//! (no name: overhead and session; sqlsmith is a long robustness run, named explicitly).
+//! Usage: `bash scripts/bench.sh [overhead] [session] [capture] [sqlsmith] [--seconds N] [--rounds N] [--minutes N]`
+//! (no name: overhead, session and capture; sqlsmith is a long robustness run, named explicitly).
 
+mod capture;
 mod pgbench;
 mod sqlsmith;
 
@@ -20,6 +21,7 @@ fn main() {
         clients: 2,
         scale: 10,
     };
+    let mut minutes = 10;
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> u32 {
             args.next()
@@ -32,12 +34,14 @@ fn main() {
             "--clients" => opts.clients = number("--clients"),
             "--scale" => opts.scale = number("--scale"),
             "--minutes" => minutes = number("--minutes"),
-            "overhead" | "session" | "sqlsmith" => which.push(arg),
-            other => panic!("unknown argument {other}; benchmarks: overhead, session, sqlsmith"),
+            "overhead" | "session" | "capture" | "sqlsmith" => which.push(arg),
+            other => {
+                panic!("unknown argument {other}; benchmarks: overhead, session, capture, sqlsmith")
+            }
         }
     }
     if which.is_empty() {
-        which.extend(["overhead".into(), "session".into()]);
+        which.extend(["overhead".into(), "session".into(), "capture".into()]);
     }
     println!("# pgaudit_siem benchmarks\n");
     println!("{}\n", machine_description());
@@ -45,10 +49,21 @@ fn main() {
         match name.as_str() {
             "overhead" => overhead(&opts),
             "session" => session(&opts),
+            "capture" => capture::run(opts.rounds, opts.seconds),
             "sqlsmith" => sqlsmith::run(minutes),
             _ => unreachable!("validated above"),
         }
     }
+}
+
+/// A cluster configured for stable measurements: no checkpoint or autovacuum run lands
+/// in a measurement window by chance.
+fn bench_cluster(name: &str) -> ClusterBuilder {
+    Cluster::builder()
+        .name(name)
+        .setting("checkpoint_timeout", "'1h'")
+        .setting("max_wal_size", "'8GB'")
+        .setting("autovacuum", "off")
 }
 
 /// Cost of having pgaudit_siem preloaded with the master switch off.
@@ -56,13 +71,11 @@ fn overhead(opts: &Options) {
     let configs = vec![
         Config {
             label: "no extension".into(),
-            builder: Cluster::builder().name("bench-none"),
+            builder: bench_cluster("bench-none"),
         },
         Config {
             label: "pgaudit_siem, featureEnabled = off".into(),
-            builder: Cluster::builder()
-                .name("bench-siem-off")
-                .preload("pgaudit_siem"),
+            builder: bench_cluster("bench-siem-off").preload("pgaudit_siem"),
         },
     ];
     let results = pgbench::run(configs, &[SELECT_ONLY, TPCB_LIKE], opts);
@@ -122,7 +135,7 @@ fn session(opts: &Options) {
     println!(
         "{}",
         results.markdown(|label, c, worst| {
-            if let Some(level) = label.strip_prefix("pgaudit_siem, log = ") {
+            if label.starts_with("pgaudit_siem, log = ") {
                 let anchor = c - 1; // its pgAudit counterpart, listed just before it
                 let ratios: Vec<f64> = (0..results.workloads.len())
                     .map(|w| median_of(w, c) / median_of(w, anchor))

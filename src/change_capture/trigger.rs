@@ -107,6 +107,10 @@ fn trigger_args(trigger: &pg_sys::TriggerData) -> (String, Vec<String>) {
 /// How one column becomes JSON, chosen once per statement.
 enum Encoder {
     Bool,
+    /// int2/int4/int8: formatted from the datum, no output function call.
+    Int(pg_sys::Oid),
+    /// text/varchar: the detoasted bytes, escaped.
+    Text,
     Number(pg_sys::FmgrInfo),
     String(pg_sys::FmgrInfo),
     Verbatim(pg_sys::FmgrInfo),
@@ -165,13 +169,11 @@ fn encoder_for(type_oid: pg_sys::Oid) -> Encoder {
         };
         match base {
             pg_sys::BOOLOID => Encoder::Bool,
-            pg_sys::INT2OID
-            | pg_sys::INT4OID
-            | pg_sys::INT8OID
-            | pg_sys::OIDOID
-            | pg_sys::FLOAT4OID
-            | pg_sys::FLOAT8OID
-            | pg_sys::NUMERICOID => Encoder::Number(output(base)),
+            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => Encoder::Int(base),
+            pg_sys::TEXTOID | pg_sys::VARCHAROID => Encoder::Text,
+            pg_sys::OIDOID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID | pg_sys::NUMERICOID => {
+                Encoder::Number(output(base))
+            }
             pg_sys::DATEOID
             | pg_sys::TIMESTAMPOID
             | pg_sys::TIMESTAMPTZOID
@@ -215,6 +217,23 @@ unsafe fn push_row(
                 } else {
                     b"false"
                 }),
+                Encoder::Int(type_oid) => {
+                    use std::io::Write;
+                    let n: i64 = match *type_oid {
+                        pg_sys::INT2OID => value.value() as i16 as i64,
+                        pg_sys::INT4OID => value.value() as i32 as i64,
+                        _ => value.value() as i64,
+                    };
+                    let _ = write!(out, "{n}");
+                }
+                Encoder::Text => {
+                    let raw = value.cast_mut_ptr::<pg_sys::varlena>();
+                    let detoasted = pg_sys::pg_detoast_datum_packed(raw);
+                    json::push_string(out, pgrx::varlena::varlena_to_byte_slice(detoasted));
+                    if detoasted != raw {
+                        pg_sys::pfree(detoasted.cast());
+                    }
+                }
                 Encoder::Number(info) => {
                     let text = pg_sys::OutputFunctionCall(info, value);
                     let bytes = CStr::from_ptr(text).to_bytes();
@@ -418,16 +437,37 @@ thread_local! {
     static CLIENT_ADDR: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// Role names by oid and the database name: per-backend caches (a rename shows up in
+    /// new sessions; the oids in `source` never change).
+    static ROLE_NAMES: RefCell<Vec<(pg_sys::Oid, String)>> = const { RefCell::new(Vec::new()) };
+    static DATABASE_NAME: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
 fn role_name(oid: pg_sys::Oid) -> String {
-    // SAFETY: GetUserNameFromId with noerr=true returns NULL for a vanished role.
-    let name = unsafe { pg_sys::GetUserNameFromId(oid, true) };
-    if name.is_null() {
-        return String::new();
+    if let Some(name) = ROLE_NAMES.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(o, _)| *o == oid)
+            .map(|(_, n)| n.clone())
+    }) {
+        return name;
     }
-    // SAFETY: palloc'd NUL-terminated name.
-    unsafe { CStr::from_ptr(name) }
-        .to_string_lossy()
-        .into_owned()
+    // SAFETY: GetUserNameFromId with noerr=true returns NULL for a vanished role.
+    let name = cstr_or_empty(unsafe { pg_sys::GetUserNameFromId(oid, true) });
+    ROLE_NAMES.with(|c| c.borrow_mut().push((oid, name.clone())));
+    name
+}
+
+fn database_name() -> String {
+    DATABASE_NAME.with(|c| {
+        c.borrow_mut()
+            // SAFETY: the connected database's name, looked up once per backend.
+            .get_or_insert_with(|| {
+                cstr_or_empty(unsafe { pg_sys::get_database_name(pg_sys::MyDatabaseId) })
+            })
+            .clone()
+    })
 }
 
 fn cstr_or_empty(ptr: *const c_char) -> String {
@@ -465,7 +505,7 @@ impl EventContext {
                 relid,
                 schema: cstr_or_empty(pg_sys::get_namespace_name(namespace)),
                 table: cstr_or_empty((*(*relation).rd_rel).relname.data.as_ptr()),
-                database: cstr_or_empty(pg_sys::get_database_name(pg_sys::MyDatabaseId)),
+                database: database_name(),
                 transaction_id: pg_sys::GetTopFullTransactionId().value,
                 session_user: role_name(pg_sys::GetSessionUserId()),
                 current_user: role_name(pg_sys::GetUserId()),
@@ -477,10 +517,7 @@ impl EventContext {
     }
 
     fn next_id(&self) -> [u8; 16] {
-        let mut random = [0u8; 10];
-        // SAFETY: fills the buffer; falls back to zeros (still unique by counter) on failure.
-        unsafe { pg_sys::pg_strong_random(random.as_mut_ptr().cast(), random.len()) };
-        next_uuid((self.unix_micros / 1000) as u64, random)
+        next_uuid((self.unix_micros / 1000) as u64, random_bytes())
     }
 
     /// The event document for one part.
@@ -542,6 +579,37 @@ impl EventContext {
         out.extend_from_slice(b"}}");
         (out, id)
     }
+}
+
+thread_local! {
+    /// splitmix64 state, seeded once per backend from pg_strong_random: ids need
+    /// uniqueness and ordering (the UUIDv7 counter gives both), not secrecy, and a
+    /// strong-random call per event would cost a system call on every write.
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Ten random bytes for a UUIDv7.
+pub fn random_bytes() -> [u8; 10] {
+    RNG.with(|state| {
+        if state.get() == 0 {
+            let mut seed = [0u8; 8];
+            // SAFETY: fills the buffer; a failure leaves zeros, fixed up below.
+            unsafe { pg_sys::pg_strong_random(seed.as_mut_ptr().cast(), seed.len()) };
+            state.set(u64::from_le_bytes(seed) | 1);
+        }
+        let next = || {
+            let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let (a, b) = (next().to_le_bytes(), next().to_le_bytes());
+        let mut out = [0u8; 10];
+        out[..8].copy_from_slice(&a);
+        out[8..].copy_from_slice(&b[..2]);
+        out
+    })
 }
 
 /// The next UUIDv7 of this backend (shared by events and `pgaudit_siem.uuid_v7()`, so
