@@ -401,9 +401,17 @@ fn elevel(level: AuditLogLevel) -> i32 {
 
 // ---- Typed accessors ----
 
+/// Reads a boolean setting without pgrx's per-read thread check: these accessors run in
+/// hooks on every statement, always on the backend's single thread.
+fn fast_bool(setting: &GucSetting<bool>) -> bool {
+    // SAFETY: PostgreSQL writes the cell only from this (single-threaded) backend, and
+    // never while a hook reads it.
+    unsafe { *setting.as_ptr() }
+}
+
 /// Whether audit logging applies to this session at all (`pgaudit.featureEnabled`).
 pub fn feature_enabled() -> bool {
-    FEATURE_ENABLED.get()
+    fast_bool(&FEATURE_ENABLED)
 }
 
 /// The effective class bitmap: the `pgaudit.log` bitmap when the master switch is on,
@@ -419,7 +427,7 @@ pub fn log_classes() -> u32 {
 /// The elevel for audit lines: `pgaudit.log_level` when `log_client` is on, else
 /// `LOG_SERVER_ONLY` (never sent to the client).
 pub fn audit_elevel() -> i32 {
-    if LOG_CLIENT.get() {
+    if fast_bool(&LOG_CLIENT) {
         LOG_LEVEL_ELEVEL.load(Ordering::Relaxed)
     } else {
         pg_sys::LOG_SERVER_ONLY as i32
@@ -427,29 +435,30 @@ pub fn audit_elevel() -> i32 {
 }
 
 pub fn log_catalog() -> bool {
-    LOG_CATALOG.get()
+    fast_bool(&LOG_CATALOG)
 }
 pub fn log_parameter() -> bool {
-    LOG_PARAMETER.get()
+    fast_bool(&LOG_PARAMETER)
 }
 pub fn log_relation() -> bool {
-    LOG_RELATION.get()
+    fast_bool(&LOG_RELATION)
 }
 pub fn log_rows() -> bool {
-    LOG_ROWS.get()
+    fast_bool(&LOG_ROWS)
 }
 pub fn log_statement() -> bool {
-    LOG_STATEMENT.get()
+    fast_bool(&LOG_STATEMENT)
 }
 pub fn log_statement_once() -> bool {
-    LOG_STATEMENT_ONCE.get()
+    fast_bool(&LOG_STATEMENT_ONCE)
 }
 pub fn log_nested_statements() -> bool {
-    LOG_NESTED_STATEMENTS.get()
+    fast_bool(&LOG_NESTED_STATEMENTS)
 }
 /// `pgaudit.log_max_string_length` as a byte limit, `None` when unlimited.
 pub fn log_max_string_length() -> Option<usize> {
-    usize::try_from(LOG_MAX_STRING_LENGTH.get()).ok()
+    // SAFETY: as in `fast_bool`.
+    usize::try_from(unsafe { *LOG_MAX_STRING_LENGTH.as_ptr() }).ok()
 }
 /// `pgaudit.role` without allocating; `None` when empty.
 pub fn audit_role_name() -> Option<&'static CStr> {

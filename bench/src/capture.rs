@@ -5,10 +5,9 @@
 //! design); a PL/pgSQL statement trigger with transition tables and `jsonb_agg` into an
 //! outbox; pgaudit_siem's Rust statement trigger.
 
-use std::process::Command;
 use std::time::Instant;
 
-use pgaudit_siem_tests::{pg_bin_dir, Cluster};
+use pgaudit_siem_tests::Cluster;
 
 use crate::pgbench::{median, parse_tps};
 
@@ -216,7 +215,8 @@ fn oltp(cluster: &Cluster, table: &str, seconds: u32) -> f64 {
         ),
     )
     .unwrap();
-    let out = Command::new(pg_bin_dir().join("pgbench"))
+    let out = cluster
+        .pgbench()
         .args([
             "-n",
             "-M",
@@ -227,14 +227,8 @@ fn oltp(cluster: &Cluster, table: &str, seconds: u32) -> f64 {
             "2",
             "-T",
             &seconds.to_string(),
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
+            "-f",
         ])
-        .arg(cluster.port().to_string())
-        .arg("-f")
         .arg(&script)
         .arg("postgres")
         .output()

@@ -66,9 +66,9 @@ fn bench_cluster(name: &str) -> ClusterBuilder {
         .setting("autovacuum", "off")
 }
 
-/// Cost of having pgaudit_siem preloaded with the master switch off.
-fn overhead(opts: &Options) {
-    let configs = vec![
+/// The anchor and the switched-off extension, first in every pgbench comparison.
+fn baseline_configs() -> Vec<Config> {
+    vec![
         Config {
             label: "no extension".into(),
             builder: bench_cluster("bench-none"),
@@ -77,7 +77,12 @@ fn overhead(opts: &Options) {
             label: "pgaudit_siem, featureEnabled = off".into(),
             builder: bench_cluster("bench-siem-off").preload("pgaudit_siem"),
         },
-    ];
+    ]
+}
+
+/// Cost of having pgaudit_siem preloaded with the master switch off.
+fn overhead(opts: &Options) {
+    let configs = baseline_configs();
     let results = pgbench::run(configs, &[SELECT_ONLY, TPCB_LIKE], opts);
     println!(
         "## Overhead when preloaded but switched off\n\npgbench, {} clients, scale {}, {} rounds of {} s per configuration and workload, alternating.\n",
@@ -100,16 +105,7 @@ fn overhead(opts: &Options) {
 /// order reversal on odd rounds) the two always run back to back.
 fn session(opts: &Options) {
     let levels = ["none", "read,write", "all"];
-    let mut configs = vec![
-        Config {
-            label: "no extension".into(),
-            builder: bench_cluster("bench-none"),
-        },
-        Config {
-            label: "pgaudit_siem, featureEnabled = off".into(),
-            builder: bench_cluster("bench-siem-off").preload("pgaudit_siem"),
-        },
-    ];
+    let mut configs = baseline_configs();
     for level in levels {
         configs.push(Config {
             label: format!("pgAudit, log = {level}"),

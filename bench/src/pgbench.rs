@@ -3,9 +3,7 @@
 //! configuration (the anchor). Alternating cancels drift (thermal, noisy neighbours)
 //! that would bias back-to-back runs.
 
-use std::process::Command;
-
-use pgaudit_siem_tests::{pg_bin_dir, Cluster, ClusterBuilder};
+use pgaudit_siem_tests::{Cluster, ClusterBuilder};
 
 /// One server configuration under test.
 pub struct Config {
@@ -100,15 +98,8 @@ pub fn run(configs: Vec<Config>, workloads: &[Workload], opts: &Options) -> Resu
 }
 
 fn pgbench(cluster: &Cluster, args: &[&str]) -> String {
-    let out = Command::new(pg_bin_dir().join("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-            &cluster.port().to_string(),
-        ])
+    let out = cluster
+        .pgbench()
         .args(args)
         .arg("postgres")
         .output()

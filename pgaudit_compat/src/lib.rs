@@ -26,7 +26,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 pub use pgaudit_siem_tests::audit_lines;
 use pgaudit_siem_tests::postgres::Client;
@@ -272,16 +271,7 @@ fn run_on(cluster: &Cluster, case: &Case) -> Vec<String> {
         case.name,
         String::from_utf8_lossy(&out.stderr)
     );
-    cluster.wait_for_log(Duration::from_secs(60), |r| {
-        r.application_name.as_deref() == Some(app.as_str())
-            && r.message.starts_with("disconnection:")
-    });
-    let records: Vec<_> = cluster
-        .log_records()
-        .into_iter()
-        .filter(|r| r.application_name.as_deref() == Some(app.as_str()))
-        .collect();
-    audit_lines(&records)
+    audit_lines(&cluster.application_records(&app))
 }
 
 /// What a client sees of a statement's outcome: `Ok` or (SQLSTATE, message, detail, hint).

@@ -2,10 +2,8 @@
 //! prepared statements, suspended portals, CALL with parameters, and pgbench's
 //! `-M extended` / `-M prepared` modes.
 
-use std::process::Command;
-
 use pgaudit_compat::{audit_lines, fresh_database, Twins};
-use pgaudit_siem_tests::{pg_bin_dir, Cluster};
+use pgaudit_siem_tests::Cluster;
 
 const SETTINGS: [&str; 3] = [
     "pgaudit.log = 'read, write, function, misc'",
@@ -74,23 +72,9 @@ fn pgbench_workload(cluster: &Cluster, mode: &str) -> Vec<String> {
     )
     .unwrap();
     let app = format!("pgbench_{mode}_{}", cluster.port());
-    let out = Command::new(pg_bin_dir().join("pgbench"))
-        .args([
-            "-n",
-            "-t",
-            "3",
-            "-c",
-            "1",
-            "-M",
-            mode,
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-        ])
-        .arg(cluster.port().to_string())
-        .arg("-f")
+    let out = cluster
+        .pgbench()
+        .args(["-n", "-t", "3", "-c", "1", "-M", mode, "-f"])
         .arg(&script)
         .arg(&db)
         .env("PGAPPNAME", &app)
@@ -101,15 +85,7 @@ fn pgbench_workload(cluster: &Cluster, mode: &str) -> Vec<String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    cluster.wait_for_log(std::time::Duration::from_secs(30), |r| {
-        r.application_name.as_deref() == Some(app.as_str())
-            && r.message.starts_with("disconnection:")
-    });
-    let records: Vec<_> = cluster
-        .log_records()
-        .into_iter()
-        .filter(|r| r.application_name.as_deref() == Some(app.as_str()))
-        .collect();
+    let records = cluster.application_records(&app);
     audit_lines(&records)
 }
 

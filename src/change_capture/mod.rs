@@ -195,8 +195,10 @@ END
 $f$;
 
 -- New partitions of tracked tables get the capture triggers; dropped tracked tables
--- leave the tracked list with an audit event.
-CREATE FUNCTION pgaudit_siem._on_ddl_command_end() RETURNS event_trigger
+-- leave the tracked list with an audit event. The event triggers are C functions that
+-- run these bodies as internal (never audit-logged) statements, as pgAudit does for its
+-- own event-trigger queries.
+CREATE FUNCTION pgaudit_siem._sync_partitions() RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     cmd record;
@@ -214,7 +216,7 @@ BEGIN
 END
 $f$;
 
-CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
+CREATE FUNCTION pgaudit_siem._untrack_dropped() RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     obj record;
@@ -230,6 +232,13 @@ BEGIN
 END
 $f$;
 
+REVOKE ALL ON FUNCTION pgaudit_siem._sync_partitions(), pgaudit_siem._untrack_dropped() FROM PUBLIC;
+CREATE FUNCTION pgaudit_siem._on_ddl_command_end() RETURNS event_trigger
+    LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'pgaudit_siem_on_ddl_command_end';
+CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
+    LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'pgaudit_siem_on_sql_drop';
 CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
 CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
@@ -276,6 +285,41 @@ GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_si
     name = "change_capture",
     requires = ["delegated_config", uuid_v7],
 );
+
+const FINFO_V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_pgaudit_siem_on_ddl_command_end() -> &'static pgrx::pg_sys::Pg_finfo_record {
+    &FINFO_V1
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_pgaudit_siem_on_sql_drop() -> &'static pgrx::pg_sys::Pg_finfo_record {
+    &FINFO_V1
+}
+
+/// Runs `query` as an internal statement: nothing it executes is audit-logged.
+fn run_internal(query: &str) -> pgrx::pg_sys::Datum {
+    let was_internal = crate::session_audit::stack::internal_statement();
+    crate::session_audit::stack::set_internal_statement(true);
+    Spi::run(query).unwrap_or_else(|e| error!("pgaudit_siem: {e}"));
+    crate::session_audit::stack::set_internal_statement(was_internal);
+    pgrx::pg_sys::Datum::from(0)
+}
+
+/// Event trigger on CREATE/ALTER TABLE: capture triggers for new partitions.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn pgaudit_siem_on_ddl_command_end(_fcinfo: pgrx::pg_sys::FunctionCallInfo) -> pgrx::pg_sys::Datum {
+    run_internal("SELECT pgaudit_siem._sync_partitions()")
+}
+
+/// Event trigger on DROP: untrack dropped tables, with an audit event.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(_fcinfo: pgrx::pg_sys::FunctionCallInfo) -> pgrx::pg_sys::Datum {
+    run_internal("SELECT pgaudit_siem._untrack_dropped()")
+}
 
 /// A new UUIDv7 (time-ordered), as the capture trigger assigns to events.
 #[pg_extern(volatile, parallel_safe)]

@@ -63,6 +63,16 @@ fn classify(event: &AuditEvent) -> (&'static str, u32, bool) {
     (name, bit, redact)
 }
 
+/// PostgreSQL functions that cannot raise an ERROR, declared without pgrx's per-call
+/// `sigsetjmp` guard for the per-line path.
+mod unguarded {
+    use pgrx::pg_sys;
+
+    unsafe extern "C-unwind" {
+        pub fn GetCommandTagName(tag: pg_sys::CommandTag::Type) -> *const std::ffi::c_char;
+    }
+}
+
 thread_local! {
     /// Reused line buffer: audit lines are built without a fresh allocation each time.
     static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -127,8 +137,9 @@ pub fn log_event(id: StackId) -> bool {
         } else {
             StatementPart::PreviouslyLogged
         };
-        // SAFETY: GetCommandTagName returns a static NUL-terminated name for every tag.
-        let command = unsafe { CStr::from_ptr(pg_sys::GetCommandTagName(e.command)) }.to_bytes();
+        // SAFETY: GetCommandTagName returns a static NUL-terminated name for every tag and
+        // cannot raise an ERROR, so it is called without pgrx's per-call guard.
+        let command = unsafe { CStr::from_ptr(unguarded::GetCommandTagName(e.command)) }.to_bytes();
         format::write_line(
             &mut line,
             &Line {

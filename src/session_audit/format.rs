@@ -161,9 +161,23 @@ pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, max_string_length: Option<
     }
 }
 
+/// Decimal digits of `value`, without the formatting machinery (hot path).
 fn push_int(out: &mut Vec<u8>, value: i64) {
-    use std::io::Write;
-    let _ = write!(out, "{value}");
+    let mut digits = [0u8; 20];
+    let mut n = value.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -274,6 +288,15 @@ mod tests {
             None,
         );
         assert!(got.ends_with("SELECT 1,<none>"), "{got}");
+    }
+
+    #[test]
+    fn integers_format_like_postgres() {
+        for n in [0i64, 7, -1, 10, 1234567890, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            push_int(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
     }
 
     #[test]

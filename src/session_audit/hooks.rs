@@ -97,8 +97,8 @@ fn active() -> bool {
 }
 
 fn transaction_aborted() -> bool {
-    // SAFETY: reads transaction state; valid in any backend.
-    unsafe { pg_sys::IsAbortedTransactionBlockState() }
+    // SAFETY: reads transaction state; valid in any backend and cannot raise an ERROR.
+    unsafe { chain::IsAbortedTransactionBlockState() }
 }
 
 thread_local! {
@@ -130,6 +130,9 @@ mod chain {
     use std::ffi::{c_char, c_int};
 
     unsafe extern "C-unwind" {
+        /// Cannot raise an ERROR: a plain read of transaction state, so it is called
+        /// without pgrx's per-call `sigsetjmp` guard on this per-statement path.
+        pub fn IsAbortedTransactionBlockState() -> bool;
         pub fn standard_ExecutorStart(query_desc: *mut pg_sys::QueryDesc, eflags: c_int);
         pub fn standard_ExecutorRun(
             query_desc: *mut pg_sys::QueryDesc,
@@ -393,7 +396,7 @@ unsafe extern "C-unwind" fn process_utility(
     let utility = unsafe { (*pstmt).utilityStmt };
     let node_tag = unsafe { (*utility).type_ };
     let mut pushed = None;
-    if active() && context <= PROCESS_UTILITY_QUERY && !transaction_aborted() {
+    if active() && context <= PROCESS_UTILITY_QUERY && !stack::internal_statement() && !transaction_aborted() {
         if context == PROCESS_UTILITY_TOPLEVEL
             && !stack::node_tags().into_iter().all(may_outlive_statement)
         {
@@ -496,6 +499,7 @@ unsafe extern "C-unwind" fn object_access(
         && active()
         && gucs::log_classes() & classes::FUNCTION != 0
         && !stack::is_empty()
+        && !stack::internal_statement()
         && !transaction_aborted()
     {
         log_function_execute(object_id);

@@ -22,6 +22,17 @@ use super::emit;
 use super::stack::{self, StackId};
 use crate::gucs;
 
+/// PostgreSQL functions that cannot raise an ERROR, declared without pgrx's per-call
+/// `sigsetjmp` guard for this per-statement path.
+mod unguarded {
+    use pgrx::pg_sys;
+
+    unsafe extern "C-unwind" {
+        pub fn GetUserId() -> pg_sys::Oid;
+        pub fn GetSessionUserId() -> pg_sys::Oid;
+    }
+}
+
 const ACL_INSERT: u32 = pg_sys::ACL_INSERT;
 const ACL_SELECT: u32 = pg_sys::ACL_SELECT;
 const ACL_UPDATE: u32 = pg_sys::ACL_UPDATE;
@@ -44,8 +55,11 @@ pub fn log_select_dml(id: StackId, audit_oid: pg_sys::Oid, range_table: *mut pg_
             continue;
         }
         found = true;
-        // SAFETY: plain catalog lookups on the backend's own user ids.
-        if !unsafe { pg_sys::is_member_of_role(pg_sys::GetSessionUserId(), pg_sys::GetUserId()) } {
+        // SAFETY: the user ids are plain reads (no ERROR possible, so called unguarded);
+        // is_member_of_role is a cached catalog lookup.
+        if !unsafe {
+            pg_sys::is_member_of_role(unguarded::GetSessionUserId(), unguarded::GetUserId())
+        } {
             return;
         }
         let rel_oid = rte.relid;

@@ -468,14 +468,27 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("connect to {dbname} as {user}: {e}"));
         run(&mut client);
         drop(client);
-        self.wait_for_log(Duration::from_secs(30), |r| {
-            r.application_name.as_deref() == Some(app.as_str())
-                && r.message.starts_with("disconnection:")
+        self.application_records(&app)
+    }
+
+    /// Waits until every session with `application_name` = `app` has disconnected (needs
+    /// `log_disconnections`), then returns their log records in order.
+    pub fn application_records(&self, app: &str) -> Vec<LogRecord> {
+        self.wait_for_log(Duration::from_secs(60), |r| {
+            r.application_name.as_deref() == Some(app) && r.message.starts_with("disconnection:")
         });
         self.log_records()
             .into_iter()
-            .filter(|r| r.application_name.as_deref() == Some(app.as_str()))
+            .filter(|r| r.application_name.as_deref() == Some(app))
             .collect()
+    }
+
+    /// `pgbench` connected to this cluster as `postgres` (add the run's own arguments).
+    pub fn pgbench(&self) -> Command {
+        let mut cmd = Command::new(pg_bin_dir().join("pgbench"));
+        cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string());
+        cmd
     }
 
     /// The `AUDIT:` lines (prefix removed) of one session, in order: see [`Cluster::session_log`].

@@ -277,7 +277,7 @@ fn refusals_are_clear_and_change_nothing() {
         ("ALTER DATABASE defaultdb SET pgaudit.log = 'read,,write'", SqlState::INVALID_PARAMETER_VALUE, "invalid value for parameter \"pgaudit.log\": \"read,,write\""),
         ("SET pgaudit.featureEnabled = off", SqlState::INSUFFICIENT_PRIVILEGE, "permission denied to set parameter \"pgaudit.featureenabled\""),
         ("SET pgaudit.log = 'none'", SqlState::INSUFFICIENT_PRIVILEGE, "permission denied to set parameter \"pgaudit.log\""),
-        ("SELECT pgaudit_siem.apply_delegated_setting('log', NULL, 'defaultdb', 'none', 'database')", SqlState::INSUFFICIENT_PRIVILEGE, "permission denied for schema pgaudit_siem"),
+        ("SELECT pgaudit_siem.apply_delegated_setting('log', NULL, 'defaultdb', 'none', 'database')", SqlState::INSUFFICIENT_PRIVILEGE, "permission denied for function apply_delegated_setting"),
     ];
     let mut wrong = Vec::new();
     for (sql, code, message) in &cases {

@@ -49,6 +49,16 @@ fn nothing_is_logged_while_the_master_switch_is_off() {
             .unwrap();
     });
     assert_eq!(lines, Vec::<String>::new());
+    // Switching it on in a session (superuser): the SET itself is not logged (deviation
+    // D9), what follows is.
+    let lines = cluster.session_audit("postgres", "postgres", |c| {
+        c.batch_execute("SET pgaudit.featureEnabled = on").unwrap();
+        c.batch_execute("SELECT 1").unwrap();
+    });
+    assert_eq!(
+        lines,
+        vec!["SESSION,1,1,READ,SELECT,,,SELECT 1,<not logged>"]
+    );
     // Turned on for the server: the same statements are audited on a new connection.
     sql(
         &cluster,
