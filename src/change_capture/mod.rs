@@ -289,7 +289,8 @@ GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_si
 const FINFO_V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
 
 #[unsafe(no_mangle)]
-pub extern "C" fn pg_finfo_pgaudit_siem_on_ddl_command_end() -> &'static pgrx::pg_sys::Pg_finfo_record {
+pub extern "C" fn pg_finfo_pgaudit_siem_on_ddl_command_end(
+) -> &'static pgrx::pg_sys::Pg_finfo_record {
     &FINFO_V1
 }
 
@@ -310,14 +311,18 @@ fn run_internal(query: &str) -> pgrx::pg_sys::Datum {
 /// Event trigger on CREATE/ALTER TABLE: capture triggers for new partitions.
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn pgaudit_siem_on_ddl_command_end(_fcinfo: pgrx::pg_sys::FunctionCallInfo) -> pgrx::pg_sys::Datum {
+pub unsafe extern "C-unwind" fn pgaudit_siem_on_ddl_command_end(
+    _fcinfo: pgrx::pg_sys::FunctionCallInfo,
+) -> pgrx::pg_sys::Datum {
     run_internal("SELECT pgaudit_siem._sync_partitions()")
 }
 
 /// Event trigger on DROP: untrack dropped tables, with an audit event.
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(_fcinfo: pgrx::pg_sys::FunctionCallInfo) -> pgrx::pg_sys::Datum {
+pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(
+    _fcinfo: pgrx::pg_sys::FunctionCallInfo,
+) -> pgrx::pg_sys::Datum {
     run_internal("SELECT pgaudit_siem._untrack_dropped()")
 }
 

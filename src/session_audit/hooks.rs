@@ -84,6 +84,7 @@ unsafe extern "C-unwind" fn on_transaction_event(
         || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
     {
         reset_nesting();
+        stack::clear_after_abort();
     }
 }
 
@@ -396,7 +397,11 @@ unsafe extern "C-unwind" fn process_utility(
     let utility = unsafe { (*pstmt).utilityStmt };
     let node_tag = unsafe { (*utility).type_ };
     let mut pushed = None;
-    if active() && context <= PROCESS_UTILITY_QUERY && !stack::internal_statement() && !transaction_aborted() {
+    if active()
+        && context <= PROCESS_UTILITY_QUERY
+        && !stack::internal_statement()
+        && !transaction_aborted()
+    {
         if context == PROCESS_UTILITY_TOPLEVEL
             && !stack::node_tags().into_iter().all(may_outlive_statement)
         {

@@ -136,23 +136,28 @@ fn with_state<R>(f: impl FnOnce(&mut AuditState) -> R) -> R {
 }
 
 /// Pushes an event owned by the current memory context and returns its id.
+///
+/// The reset callback is registered *before* the entry exists and the context is marked
+/// registered only afterwards: if registering fails (out of memory), the ERROR leaves
+/// neither an entry without a callback nor a context wrongly marked.
 pub fn push(event: AuditEvent) -> StackId {
     // SAFETY: CurrentMemoryContext is always a valid context in a backend.
     let owner = unsafe { pg_sys::CurrentMemoryContext };
-    let (id, needs_callback) = with_state(|s| {
+    ensure_reset_callback(owner);
+    with_state(|s| {
         s.last_stack_id += 1;
         let id = s.last_stack_id;
         s.entries.push(StackEntry { id, owner, event });
-        let needs_callback = !s.registered.contains(&owner);
-        if needs_callback {
-            s.registered.push(owner);
-        }
-        (id, needs_callback)
-    });
-    if needs_callback {
-        register_reset_callback(owner);
+        id
+    })
+}
+
+/// Registers our reset callback on `context` unless it already has it.
+fn ensure_reset_callback(context: pg_sys::MemoryContext) {
+    if !with_state(|s| s.registered.contains(&context)) {
+        register_reset_callback(context);
+        with_state(|s| s.registered.push(context));
     }
-    id
 }
 
 /// Pushes a function-call event that the caller pops right after logging; it needs no
@@ -191,19 +196,23 @@ pub fn pop(id: StackId) {
 /// Moves ownership of an entry to `context` (pgAudit re-parents executor entries under
 /// `es_query_cxt`).
 pub fn set_owner(id: StackId, context: pg_sys::MemoryContext) {
-    let needs_callback = with_state(|s| {
+    ensure_reset_callback(context);
+    with_state(|s| {
         if let Some(entry) = s.entries.iter_mut().find(|e| e.id == id) {
             entry.owner = context;
         }
-        let needs = !s.registered.contains(&context);
-        if needs {
-            s.registered.push(context);
-        }
-        needs
     });
-    if needs_callback {
-        register_reset_callback(context);
-    }
+}
+
+/// Safety net at top-level transaction abort: no statement is running any more, so any
+/// entry still on the stack is stale (its owner's reset callback could not run).
+pub fn clear_after_abort() {
+    with_state(|s| {
+        if !s.entries.is_empty() {
+            s.entries.clear();
+            s.reset_statement();
+        }
+    });
 }
 
 fn register_reset_callback(context: pg_sys::MemoryContext) {
