@@ -67,7 +67,7 @@ CREATE VIEW pgaudit_siem.tracked_tables AS
 
 CREATE VIEW pgaudit_siem.events AS
     SELECT o.id, o.created_at, o.category, o.action, o.schema_name, o.table_name, o.row_count,
-           o.part, o.part_count, o.xid, o.delivered_at, o.payload::pg_catalog.jsonb AS payload
+           o.part, o.part_count, o.xid, o.delivered_at, o.payload
       FROM pgaudit_siem.outbox o;
 
 REVOKE ALL ON pgaudit_siem.tracked_tables, pgaudit_siem.events FROM PUBLIC;

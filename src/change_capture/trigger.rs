@@ -80,7 +80,13 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_capture_changes(
         pg_sys::TRIGGER_EVENT_DELETE => Action::Delete,
         _ => Action::Truncate,
     };
+    // Everything the capture runs (lookups, the outbox insert) is internal: the audit
+    // trail shows the application's statement, not our machinery. An ERROR leaves the
+    // flag set only until the statement's stack entries go (which resets it).
+    let was_internal = stack::internal_statement();
+    stack::set_internal_statement(true);
     capture(trigger, action);
+    stack::set_internal_statement(was_internal);
     // The executor ignores an AFTER trigger's tuple but refuses a SQL NULL result, so
     // return a NULL pointer with isnull left false, as PL/pgSQL does.
     pg_sys::Datum::from(0)

@@ -177,6 +177,36 @@ fn json_mapping_and_every_action() {
 }
 
 #[test]
+fn capture_itself_is_never_audit_logged() {
+    let cluster = Cluster::builder()
+        .name("capture-audit")
+        .preload("pgaudit_siem")
+        .start_logged();
+    let mut su = cluster.connect();
+    su.batch_execute("CREATE EXTENSION pgaudit_siem").unwrap();
+    su.batch_execute("CREATE TABLE t (id int, v text); SELECT pgaudit_siem.track('t'); CREATE TABLE t2 (id int) PARTITION BY RANGE (id)").unwrap();
+    su.batch_execute("ALTER SYSTEM SET pgaudit.featureEnabled = on")
+        .unwrap();
+    su.batch_execute("ALTER SYSTEM SET pgaudit.log = 'all'")
+        .unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let lines = cluster.session_audit("postgres", "postgres", |c| {
+        c.batch_execute("INSERT INTO t VALUES (1, 'a')").unwrap();
+        c.batch_execute("CREATE TABLE t3 (id int)").unwrap();
+        c.batch_execute("DROP TABLE t3").unwrap();
+    });
+    assert_eq!(
+        lines,
+        vec![
+            "SESSION,1,1,WRITE,INSERT,,,\"INSERT INTO t VALUES (1, 'a')\",<not logged>",
+            "SESSION,2,1,DDL,CREATE TABLE,TABLE,public.t3,CREATE TABLE t3 (id int),<not logged>",
+            "SESSION,3,1,DDL,DROP TABLE,TABLE,public.t3,DROP TABLE t3,<not logged>",
+        ]
+    );
+}
+
+#[test]
 fn actor_and_org_fall_back_to_role_and_database() {
     let cluster = cluster();
     let mut c = cluster.connect();
