@@ -202,41 +202,41 @@ fn apply_delegated_setting(
 }
 
 fn database_oid(name: &str) -> pg_sys::Oid {
-    let c_name = std::ffi::CString::new(name).unwrap_or_else(|_| {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "database name contains a NUL byte".into(),
-            None,
-        )
-    });
-    // SAFETY: missing_ok = true, so this only looks up the catalog.
-    let oid = unsafe { pg_sys::get_database_oid(c_name.as_ptr(), true) };
-    if oid == pg_sys::InvalidOid {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME,
-            format!("database \"{name}\" does not exist"),
-            None,
-        );
-    }
-    oid
+    named_oid(
+        "database",
+        name,
+        PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME,
+        pg_sys::get_database_oid,
+    )
 }
 
 fn role_oid(name: &str) -> pg_sys::Oid {
+    named_oid(
+        "role",
+        name,
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        pg_sys::get_role_oid,
+    )
+}
+
+/// Looks up a database or role by exact name, refusing a missing one with `missing`.
+fn named_oid(
+    kind: &str,
+    name: &str,
+    missing: PgSqlErrorCode,
+    lookup: unsafe fn(*const std::ffi::c_char, bool) -> pg_sys::Oid,
+) -> pg_sys::Oid {
     let c_name = std::ffi::CString::new(name).unwrap_or_else(|_| {
         refuse(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "role name contains a NUL byte".into(),
+            format!("{kind} name contains a NUL byte"),
             None,
         )
     });
-    // SAFETY: missing_ok = true, so this only looks up the catalog.
-    let oid = unsafe { pg_sys::get_role_oid(c_name.as_ptr(), true) };
+    // SAFETY: missing_ok = true, so the lookup only reads the catalog.
+    let oid = unsafe { lookup(c_name.as_ptr(), true) };
     if oid == pg_sys::InvalidOid {
-        refuse(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("role \"{name}\" does not exist"),
-            None,
-        );
+        refuse(missing, format!("{kind} \"{name}\" does not exist"), None);
     }
     oid
 }
