@@ -134,6 +134,9 @@ mod chain {
         /// Cannot raise an ERROR: a plain read of transaction state, so it is called
         /// without pgrx's per-call `sigsetjmp` guard on this per-statement path.
         pub fn IsAbortedTransactionBlockState() -> bool;
+        /// PostgreSQL's statement classifiers: they warn on unknown nodes, never ERROR.
+        pub fn GetCommandLogLevel(parsetree: *mut pg_sys::Node) -> pg_sys::LogStmtLevel::Type;
+        pub fn CreateCommandTag(parsetree: *mut pg_sys::Node) -> pg_sys::CommandTag::Type;
         pub fn standard_ExecutorStart(query_desc: *mut pg_sys::QueryDesc, eflags: c_int);
         pub fn standard_ExecutorRun(
             query_desc: *mut pg_sys::QueryDesc,
@@ -402,19 +405,18 @@ unsafe extern "C-unwind" fn process_utility(
         && !stack::internal_statement()
         && !transaction_aborted()
     {
-        if context == PROCESS_UTILITY_TOPLEVEL
-            && !stack::node_tags().into_iter().all(may_outlive_statement)
-        {
+        if context == PROCESS_UTILITY_TOPLEVEL && !stack::all_node_tags(may_outlive_statement) {
             error!("pgaudit stack is not empty");
         }
         let mut event = AuditEvent::new(nested());
         if context == PROCESS_UTILITY_TOPLEVEL {
             event.params = copy_params(params);
         }
-        // SAFETY: PostgreSQL's classifiers accept any utility statement node.
+        // SAFETY: PostgreSQL's classifiers accept any utility statement node and only
+        // warn (never raise an ERROR) on unknown ones, so they are called unguarded.
         unsafe {
-            event.log_level = pg_sys::GetCommandLogLevel(utility);
-            event.command = pg_sys::CreateCommandTag(utility);
+            event.log_level = chain::GetCommandLogLevel(utility);
+            event.command = chain::CreateCommandTag(utility);
         }
         event.node_tag = node_tag;
         event.text = query_string;

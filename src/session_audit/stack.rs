@@ -215,6 +215,18 @@ pub fn clear_after_abort() {
     });
 }
 
+/// `MemoryContextRegisterResetCallback` without pgrx's per-call `sigsetjmp` guard.
+mod unguarded {
+    use pgrx::pg_sys;
+
+    unsafe extern "C-unwind" {
+        pub fn MemoryContextRegisterResetCallback(
+            context: pg_sys::MemoryContext,
+            cb: *mut pg_sys::MemoryContextCallback,
+        );
+    }
+}
+
 fn register_reset_callback(context: pg_sys::MemoryContext) {
     // SAFETY: the callback struct is allocated in `context` itself, so it lives exactly as
     // long as the registration; `context` is a live context handed to us by PostgreSQL.
@@ -226,7 +238,8 @@ fn register_reset_callback(context: pg_sys::MemoryContext) {
         (*cb).func = Some(owner_context_reset);
         (*cb).arg = context.cast();
         (*cb).next = std::ptr::null_mut();
-        pg_sys::MemoryContextRegisterResetCallback(context, cb);
+        // Only links `cb` into the context's list: cannot raise an ERROR, so unguarded.
+        unguarded::MemoryContextRegisterResetCallback(context, cb);
     }
 }
 
@@ -303,9 +316,10 @@ pub fn find_by_query_context(context: pg_sys::MemoryContext) -> Option<StackId> 
     })
 }
 
-/// Node tags of every entry, top first (for the top-level "stack is not empty" check).
-pub fn node_tags() -> Vec<pg_sys::NodeTag> {
-    with_state(|s| s.entries.iter().rev().map(|e| e.event.node_tag).collect())
+/// Whether every entry's node tag satisfies `pred` (the top-level "stack is not empty"
+/// check), without allocating.
+pub fn all_node_tags(pred: impl Fn(pg_sys::NodeTag) -> bool) -> bool {
+    with_state(|s| s.entries.iter().all(|e| pred(e.event.node_tag)))
 }
 
 /// Runs `f` on the event with `id` and the id counters, if the event is still on the stack.
