@@ -414,20 +414,16 @@ fn is_pgaudit_admin(role: pg_sys::Oid) -> bool {
 }
 
 fn has_createrole(role: pg_sys::Oid) -> bool {
-    // SAFETY: pg_authid syscache lookup, tuple released before returning.
-    unsafe {
-        let tuple =
-            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::AUTHOID as i32, role.into());
-        if tuple.is_null() {
-            return false;
-        }
-        let header = (*tuple).t_data;
-        let form = (header as *const u8).add((*header).t_hoff as usize)
-            as *const pg_sys::FormData_pg_authid;
-        let result = (*form).rolcreaterole;
-        pg_sys::ReleaseSysCache(tuple);
-        result
-    }
+    crate::syscache::with_row(
+        pg_sys::SysCacheIdentifier::AUTHOID,
+        role.into(),
+        0.into(),
+        |row| {
+            // SAFETY: the AUTHOID cache covers pg_authid.
+            unsafe { row.form::<pg_sys::FormData_pg_authid>() }.rolcreaterole
+        },
+    )
+    .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod change_capture;
 pub mod delegated_config;
 pub mod gucs;
 pub mod session_audit;
+pub mod syscache;
 
 pgrx::pg_module_magic!();
 

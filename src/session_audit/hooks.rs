@@ -520,26 +520,21 @@ unsafe extern "C-unwind" fn object_access(
 }
 
 fn log_function_execute(function_oid: pg_sys::Oid) {
-    // SAFETY: syscache lookup of the function being executed; the tuple is released
-    // before anything else can run.
-    let (namespace, name) = unsafe {
-        let tuple = pg_sys::SearchSysCache1(
-            pg_sys::SysCacheIdentifier::PROCOID as i32,
-            function_oid.into(),
+    let row = crate::syscache::with_row(
+        pg_sys::SysCacheIdentifier::PROCOID,
+        function_oid.into(),
+        0.into(),
+        |row| {
+            // SAFETY: the PROCOID cache covers pg_proc.
+            let form = unsafe { row.form::<pg_sys::FormData_pg_proc>() };
+            (form.pronamespace, form.proname)
+        },
+    );
+    let Some((namespace, name)) = row else {
+        error!(
+            "cache lookup failed for function {}",
+            u32::from(function_oid)
         );
-        if tuple.is_null() {
-            error!(
-                "cache lookup failed for function {}",
-                u32::from(function_oid)
-            );
-        }
-        let header = (*tuple).t_data;
-        let form =
-            (header as *const u8).add((*header).t_hoff as usize) as *const pg_sys::FormData_pg_proc;
-        let namespace = (*form).pronamespace;
-        let name = (*form).proname;
-        pg_sys::ReleaseSysCache(tuple);
-        (namespace, name)
     };
     if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
         return;

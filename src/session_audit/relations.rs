@@ -21,6 +21,8 @@ use pgrx::PgList;
 use super::emit;
 use super::stack::{self, StackId};
 use crate::gucs;
+use crate::syscache::with_row;
+use pg_sys::SysCacheIdentifier::{ATTNUM, RELOID};
 
 /// PostgreSQL functions that cannot raise an ERROR, declared without pgrx's per-call
 /// `sigsetjmp` guard for this per-statement path.
@@ -182,25 +184,12 @@ fn audit_on_rte(rte: &pg_sys::RangeTblEntry, rel_oid: pg_sys::Oid, audit_oid: pg
 }
 
 fn audit_on_relation(rel_oid: pg_sys::Oid, audit_oid: pg_sys::Oid, mask: u32) -> bool {
-    // SAFETY: syscache tuple is released before returning; the ACL datum is only used
-    // while the tuple is pinned.
-    unsafe {
-        let tuple =
-            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, rel_oid.into());
-        if tuple.is_null() {
-            return false;
-        }
-        let mut is_null = false;
-        let acl = pg_sys::SysCacheGetAttr(
-            pg_sys::SysCacheIdentifier::RELOID as i32,
-            tuple,
-            pg_sys::Anum_pg_class_relacl as i16,
-            &mut is_null,
-        );
-        let result = !is_null && audit_on_acl(acl, audit_oid, mask);
-        pg_sys::ReleaseSysCache(tuple);
-        result
-    }
+    // A NULL ACL means nobody was granted anything: not audited.
+    with_row(RELOID, rel_oid.into(), 0.into(), |row| {
+        row.attribute(pg_sys::Anum_pg_class_relacl)
+            .is_some_and(|acl| audit_on_acl(acl, audit_oid, mask))
+    })
+    .unwrap_or(false)
 }
 
 fn audit_on_attribute(
@@ -209,34 +198,15 @@ fn audit_on_attribute(
     audit_oid: pg_sys::Oid,
     mask: u32,
 ) -> bool {
-    // SAFETY: as in `audit_on_relation`; GETSTRUCT of a pg_attribute tuple is a
-    // FormData_pg_attribute at `t_hoff`.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache2(
-            pg_sys::SysCacheIdentifier::ATTNUM as i32,
-            rel_oid.into(),
-            pg_sys::Datum::from(attnum),
-        );
-        if tuple.is_null() {
-            return false;
-        }
-        let header = (*tuple).t_data;
-        let form = (header as *const u8).add((*header).t_hoff as usize)
-            as *const pg_sys::FormData_pg_attribute;
-        let mut result = false;
-        if !(*form).attisdropped {
-            let mut is_null = false;
-            let acl = pg_sys::SysCacheGetAttr(
-                pg_sys::SysCacheIdentifier::ATTNUM as i32,
-                tuple,
-                pg_sys::Anum_pg_attribute_attacl as i16,
-                &mut is_null,
-            );
-            result = !is_null && audit_on_acl(acl, audit_oid, mask);
-        }
-        pg_sys::ReleaseSysCache(tuple);
-        result
-    }
+    with_row(ATTNUM, rel_oid.into(), pg_sys::Datum::from(attnum), |row| {
+        // SAFETY: the ATTNUM cache covers pg_attribute.
+        let dropped = unsafe { row.form::<pg_sys::FormData_pg_attribute>() }.attisdropped;
+        !dropped
+            && row
+                .attribute(pg_sys::Anum_pg_attribute_attacl)
+                .is_some_and(|acl| audit_on_acl(acl, audit_oid, mask))
+    })
+    .unwrap_or(false)
 }
 
 fn audit_on_any_attribute(
@@ -245,19 +215,15 @@ fn audit_on_any_attribute(
     columns: *mut pg_sys::Bitmapset,
     mask: u32,
 ) -> bool {
-    // SAFETY: bms_* accept NULL (empty set); relnatts comes from a pinned pg_class tuple.
+    // SAFETY: bms_* accept NULL (empty set).
     unsafe {
         if pg_sys::bms_is_empty(columns) {
-            let tuple =
-                pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, rel_oid.into());
-            if tuple.is_null() {
+            // SAFETY: the RELOID cache covers pg_class.
+            let Some(natts) = with_row(RELOID, rel_oid.into(), 0.into(), |row| {
+                row.form::<pg_sys::FormData_pg_class>().relnatts
+            }) else {
                 return false;
-            }
-            let header = (*tuple).t_data;
-            let form = (header as *const u8).add((*header).t_hoff as usize)
-                as *const pg_sys::FormData_pg_class;
-            let natts = (*form).relnatts;
-            pg_sys::ReleaseSysCache(tuple);
+            };
             if (1..=natts).any(|att| audit_on_attribute(rel_oid, att, audit_oid, mask)) {
                 return true;
             }
