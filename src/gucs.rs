@@ -72,6 +72,24 @@ static ORG_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(
 static ORG_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 static ORG_ALIAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 
+// ---- SIEM delivery (pgaudit_siem.delivery_*, reloaded on SIGHUP) ----
+
+/// `pgaudit_siem.delivery_batch_events`: 2000 events of ~500 bytes stay near the 1 MB
+/// batches Vector and Fluent Bit use.
+static DELIVERY_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(2000);
+/// `pgaudit_siem.delivery_batch_bytes`: 1 MB (Vector's HEC default, Sumo's recommendation).
+static DELIVERY_BATCH_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
+/// `pgaudit_siem.delivery_connect_timeout` (ms).
+static DELIVERY_CONNECT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+/// `pgaudit_siem.delivery_timeout` (ms): 30 s, as Sumo's and most SIEM front ends' own limit.
+static DELIVERY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+/// `pgaudit_siem.delivery_retry_base` (ms): the first retry waits 0.5-1 s.
+static DELIVERY_RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(500);
+/// `pgaudit_siem.delivery_retry_max` (ms): backoff never exceeds 60 s (Retry-After may).
+static DELIVERY_RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+/// `pgaudit_siem.delivery_gzip`: compress request bodies.
+static DELIVERY_GZIP: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Parsed `pgaudit.log` bitmap, installed by the assign hook.
 static LOG_CLASS_BITS: AtomicU32 = AtomicU32::new(classes::NONE);
 /// Parsed `pgaudit.log_level` as a PostgreSQL elevel, installed by the assign hook.
@@ -204,8 +222,41 @@ fn init_change_capture() {
     ] {
         GucRegistry::define_string_guc(name, description, c"", setting, GucContext::Userset, GucFlags::default());
     }
+    init_delivery();
     // SAFETY: after this prefix's settings are defined; 'static literal.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaudit_siem".as_ptr()) };
+}
+
+fn init_delivery() {
+    use pgrx::guc::{GucContext, GucFlags, GucRegistry};
+    let ints: [(&CStr, &CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 6] = [
+        (c"pgaudit_siem.delivery_batch_events", c"Maximum number of events the delivery worker sends in one request (batching formats).", &DELIVERY_BATCH_EVENTS, 1, 100_000, GucFlags::default()),
+        (c"pgaudit_siem.delivery_batch_bytes", c"Approximate maximum size of one delivery request body; also bounds the worker's memory.", &DELIVERY_BATCH_BYTES, 1024, 256 * 1024 * 1024, GucFlags::UNIT_BYTE),
+        (c"pgaudit_siem.delivery_connect_timeout", c"How long the delivery worker waits to connect to the SIEM.", &DELIVERY_CONNECT_TIMEOUT, 100, 600_000, GucFlags::UNIT_MS),
+        (c"pgaudit_siem.delivery_timeout", c"How long one delivery request may take in total before it is retried.", &DELIVERY_TIMEOUT, 100, 3_600_000, GucFlags::UNIT_MS),
+        (c"pgaudit_siem.delivery_retry_base", c"Smallest delay before retrying a failed delivery (exponential backoff with jitter starts here).", &DELIVERY_RETRY_BASE, 1, 3_600_000, GucFlags::UNIT_MS),
+        (c"pgaudit_siem.delivery_retry_max", c"Largest backoff between delivery retries (a longer Retry-After from the SIEM is honoured up to one hour).", &DELIVERY_RETRY_MAX, 1, 3_600_000, GucFlags::UNIT_MS),
+    ];
+    for (name, description, setting, min, max, flags) in ints {
+        GucRegistry::define_int_guc(
+            name,
+            description,
+            c"",
+            setting,
+            min,
+            max,
+            GucContext::Sighup,
+            flags,
+        );
+    }
+    GucRegistry::define_bool_guc(
+        c"pgaudit_siem.delivery_gzip",
+        c"Compress delivery request bodies with gzip (Content-Encoding: gzip).",
+        c"",
+        &DELIVERY_GZIP,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
 }
 
 // ---- Registration helpers ----
@@ -483,6 +534,31 @@ pub fn max_rows_per_event() -> usize {
 /// `pgaudit_siem.max_event_bytes`.
 pub fn max_event_bytes() -> usize {
     MAX_EVENT_BYTES.get().max(1) as usize
+}
+
+/// Delivery settings, read once per batch.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliverySettings {
+    pub batch_events: usize,
+    pub batch_bytes: usize,
+    pub connect_timeout: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub retry_base: std::time::Duration,
+    pub retry_max: std::time::Duration,
+    pub gzip: bool,
+}
+
+pub fn delivery() -> DeliverySettings {
+    let ms = |s: &GucSetting<i32>| std::time::Duration::from_millis(s.get().max(1) as u64);
+    DeliverySettings {
+        batch_events: DELIVERY_BATCH_EVENTS.get().max(1) as usize,
+        batch_bytes: DELIVERY_BATCH_BYTES.get().max(1) as usize,
+        connect_timeout: ms(&DELIVERY_CONNECT_TIMEOUT),
+        timeout: ms(&DELIVERY_TIMEOUT),
+        retry_base: ms(&DELIVERY_RETRY_BASE),
+        retry_max: ms(&DELIVERY_RETRY_MAX),
+        gzip: DELIVERY_GZIP.get(),
+    }
 }
 
 fn text_setting(setting: &GucSetting<Option<CString>>) -> String {

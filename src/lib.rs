@@ -17,6 +17,7 @@ use pgrx::prelude::*;
 
 pub mod change_capture;
 pub mod delegated_config;
+pub mod delivery;
 pub mod gucs;
 pub mod session_audit;
 pub mod syscache;
@@ -47,6 +48,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::init();
     session_audit::init();
+    delivery::init();
     log!("pgaudit_siem extension initialized");
 }
 

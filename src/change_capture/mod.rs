@@ -34,11 +34,11 @@ CREATE TABLE pgaudit_siem.tracked (
     tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
--- The transactional outbox. `seq` orders events by insertion; the delivery worker adds
--- commit-order safety on top (events become deliverable once their transaction is
--- older than every running one).
+-- The transactional outbox, in delivery order (xid, seq): events become deliverable
+-- once their transaction id is below every running one's, so the delivery cursor never
+-- passes an event that could still commit.
 CREATE TABLE pgaudit_siem.outbox (
-    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
     id uuid NOT NULL,
     created_at timestamptz NOT NULL,
     xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
@@ -51,14 +51,34 @@ CREATE TABLE pgaudit_siem.outbox (
     part int NOT NULL DEFAULT 1,
     part_count int NOT NULL DEFAULT 1,
     payload json NOT NULL,
-    delivered_at timestamptz
+    PRIMARY KEY (xid, seq)
 );
 ALTER TABLE pgaudit_siem.outbox ALTER COLUMN payload SET COMPRESSION lz4;
--- One btree (seq) and a BRIN (created_at, which follows seq) keep the per-event cost
+-- One btree (xid, seq) and a BRIN (created_at, which follows seq) keep the per-event cost
 -- of writers low; ids are unique by construction (UUIDv7 with a per-backend counter).
 CREATE INDEX outbox_created ON pgaudit_siem.outbox USING brin (created_at);
 
-REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox FROM PUBLIC;
+-- The delivery cursor: every event up to (last_xid, last_seq) was delivered or
+-- dead-lettered. One row, written by the delivery worker; counters feed `stats`.
+CREATE TABLE pgaudit_siem.delivery_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    last_xid xid8 NOT NULL DEFAULT '0',
+    last_seq bigint NOT NULL DEFAULT 0,
+    delivered bigint NOT NULL DEFAULT 0,
+    retried bigint NOT NULL DEFAULT 0,
+    dead_lettered bigint NOT NULL DEFAULT 0,
+    batches bigint NOT NULL DEFAULT 0,
+    last_success timestamptz,
+    last_error text,
+    last_error_at timestamptz,
+    last_http_status int,
+    current_backoff_ms bigint NOT NULL DEFAULT 0,
+    events_per_second double precision NOT NULL DEFAULT 0,
+    worker_pid int
+);
+INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
+
+REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox, pgaudit_siem.delivery_state FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
 
 CREATE VIEW pgaudit_siem.tracked_tables AS
@@ -67,8 +87,8 @@ CREATE VIEW pgaudit_siem.tracked_tables AS
 
 CREATE VIEW pgaudit_siem.events AS
     SELECT o.id, o.created_at, o.category, o.action, o.schema_name, o.table_name, o.row_count,
-           o.part, o.part_count, o.xid, o.delivered_at, o.payload
-      FROM pgaudit_siem.outbox o;
+           o.part, o.part_count, o.xid, (o.xid, o.seq) <= (s.last_xid, s.last_seq) AS delivered, o.payload
+      FROM pgaudit_siem.outbox o CROSS JOIN pgaudit_siem.delivery_state s;
 
 REVOKE ALL ON pgaudit_siem.tracked_tables, pgaudit_siem.events FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.tracked_tables, pgaudit_siem.events TO pgaudit_admin;
@@ -77,23 +97,30 @@ CREATE FUNCTION pgaudit_siem.capture_changes() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'pgaudit_siem_capture_changes';
 
 -- Records an administrative event (untrack, dropped table) in the outbox.
-CREATE FUNCTION pgaudit_siem._admin_event(p_category text, p_action text, p_relid oid, p_schema text, p_table text, p_detail jsonb)
+-- With p_before/p_after it records one changed settings row, like the document's example.
+CREATE FUNCTION pgaudit_siem._admin_event(p_category text, p_action text, p_relid oid, p_schema text, p_table text, p_detail jsonb,
+                                          p_before jsonb DEFAULT NULL, p_after jsonb DEFAULT NULL)
     RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     INSERT INTO pgaudit_siem.outbox (id, created_at, category, action, relid, schema_name, table_name, row_count, payload)
-    SELECT pgaudit_siem.uuid_v7(), now_ts, p_category, p_action, p_relid, p_schema, p_table, NULL,
+    SELECT x.id, now_ts, p_category, p_action, p_relid, p_schema, p_table, NULL,
            json_build_object(
              'id', id, 'timestamp', to_char(now_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
              'event', json_build_object('category', p_category, 'action', p_action),
              'org', json_build_object('id', NULL, 'name', current_database(), 'alias', current_database()),
              'actor', json_build_object('id', session_user, 'email', NULL, 'first_name', NULL, 'last_name', NULL),
-             'changes', json_build_object('processed_row_count', NULL, 'part', 1, 'part_count', 1, 'data_before', '[]'::json, 'data_after', '[]'::json, 'detail', p_detail),
+             'changes', json_build_object('processed_row_count', CASE WHEN p_before IS NOT NULL OR p_after IS NOT NULL THEN 1 END,
+                                         'part', 1, 'part_count', 1,
+                                         'data_before', CASE WHEN p_before IS NULL THEN '[]'::json ELSE json_build_array(p_before) END,
+                                         'data_after', CASE WHEN p_after IS NULL THEN '[]'::json ELSE json_build_array(p_after) END,
+                                         'detail', p_detail),
              'source', json_build_object('database', current_database(), 'schema', p_schema, 'table', p_table,
                                          'transaction_id', pg_current_xact_id()::text::bigint, 'session_user', session_user,
                                          'current_user', current_user, 'application_name', current_setting('application_name'),
                                          'client_addr', host(inet_client_addr())))
-      FROM (SELECT pgaudit_siem.uuid_v7() AS id, clock_timestamp() AS now_ts) x
+      FROM (SELECT pgaudit_siem.uuid_v7() AS id, clock_timestamp() AS now_ts) x;
+    SELECT pgaudit_siem._wake_delivery_at_commit();
 $f$;
-REVOKE ALL ON FUNCTION pgaudit_siem._admin_event(text, text, oid, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgaudit_siem._admin_event(text, text, oid, text, text, jsonb, jsonb, jsonb) FROM PUBLIC;
 
 -- Installs (or refreshes) the capture triggers on one table.
 CREATE FUNCTION pgaudit_siem._install_triggers(p_relid oid, p_category text, p_exclude text[])
@@ -244,6 +271,19 @@ CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
 CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION pgaudit_siem._on_sql_drop();
 
+-- Deletes delivered events older than pgaudit_siem.retention (the delivery worker calls
+-- this every minute).
+CREATE FUNCTION pgaudit_siem._purge_delivered()
+    RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    WITH gone AS (
+        DELETE FROM pgaudit_siem.outbox o USING pgaudit_siem.delivery_state s
+         WHERE o.created_at < pg_catalog.now() - pg_catalog.current_setting('pgaudit_siem.retention')::interval
+           AND (o.xid, o.seq) <= (s.last_xid, s.last_seq)
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem._purge_delivered() FROM PUBLIC;
+
 -- Retention: delivered events older than pgaudit_siem.retention are deleted; older
 -- undelivered events are kept and reported, never removed silently.
 CREATE FUNCTION pgaudit_siem.purge_expired()
@@ -253,9 +293,9 @@ DECLARE
     removed bigint;
     stuck bigint;
 BEGIN
-    DELETE FROM pgaudit_siem.outbox WHERE created_at < horizon AND delivered_at IS NOT NULL;
-    GET DIAGNOSTICS removed = ROW_COUNT;
-    SELECT count(*) INTO stuck FROM pgaudit_siem.outbox WHERE created_at < horizon AND delivered_at IS NULL;
+    removed := pgaudit_siem._purge_delivered();
+    SELECT count(*) INTO stuck FROM pgaudit_siem.outbox o, pgaudit_siem.delivery_state s
+     WHERE o.created_at < horizon AND (o.xid, o.seq) > (s.last_xid, s.last_seq);
     IF stuck > 0 THEN
         RAISE WARNING 'pgaudit_siem: % undelivered events are older than pgaudit_siem.retention and are kept', stuck
             USING HINT = 'Check SIEM delivery (pgaudit_siem.stats); events are only removed after delivery.';
@@ -272,7 +312,7 @@ CREATE FUNCTION pgaudit_siem.discard_undelivered()
 DECLARE
     n bigint;
 BEGIN
-    UPDATE pgaudit_siem.outbox SET delivered_at = pg_catalog.now() WHERE delivered_at IS NULL;
+    DELETE FROM pgaudit_siem.outbox o USING pgaudit_siem.delivery_state s WHERE (o.xid, o.seq) > (s.last_xid, s.last_seq);
     GET DIAGNOSTICS n = ROW_COUNT;
     RAISE LOG 'pgaudit_siem: % undelivered events discarded by %', n, session_user;
     RETURN n;
@@ -283,7 +323,7 @@ REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_siem.untrack(regclass) TO PUBLIC;
 "#,
     name = "change_capture",
-    requires = ["delegated_config", uuid_v7],
+    requires = ["delegated_config", uuid_v7, wake_delivery_at_commit],
 );
 
 const FINFO_V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
@@ -326,9 +366,15 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(
     run_internal("SELECT pgaudit_siem._untrack_dropped()")
 }
 
+/// Wakes this database's delivery worker when the current transaction commits.
+#[pg_extern(name = "_wake_delivery_at_commit", volatile, parallel_unsafe)]
+fn wake_delivery_at_commit() {
+    crate::delivery::shmem::wake_worker_at_commit();
+}
+
 /// A new UUIDv7 (time-ordered), as the capture trigger assigns to events.
 #[pg_extern(volatile, parallel_safe)]
-fn uuid_v7() -> pgrx::Uuid {
+pub fn uuid_v7() -> pgrx::Uuid {
     let random = trigger::random_bytes();
     // SAFETY: plain clock read.
     let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() } + json::POSTGRES_EPOCH_UNIX_MICROS;

@@ -151,7 +151,8 @@ fn has_capture_triggers(relation: *mut pg_sys::RangeVar) -> bool {
 fn refuse_drop_with_undelivered_events() {
     let undelivered = Spi::get_one::<i64>(
         "SELECT CASE WHEN pg_catalog.to_regclass('pgaudit_siem.outbox') IS NULL THEN 0
-                     ELSE (SELECT count(*) FROM pgaudit_siem.outbox WHERE delivered_at IS NULL) END",
+                     ELSE (SELECT count(*) FROM pgaudit_siem.outbox o, pgaudit_siem.delivery_state s
+                            WHERE (o.xid, o.seq) > (s.last_xid, s.last_seq)) END",
     )
     .ok()
     .flatten()

@@ -758,6 +758,7 @@ pub fn insert_event(
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
     }
     stack::set_internal_statement(was_internal);
+    crate::delivery::shmem::wake_worker_at_commit();
 }
 
 fn outbox_owner() -> pg_sys::Oid {

@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod receiver;
+
 pub use postgres;
 use postgres::{Client, NoTls};
 

@@ -540,7 +540,7 @@ fn retention_removes_only_delivered_events() {
         "CREATE TABLE r (id int); SELECT pgaudit_siem.track('r');
          INSERT INTO r VALUES (1); INSERT INTO r VALUES (2); INSERT INTO r VALUES (3);
          UPDATE pgaudit_siem.outbox SET created_at = now() - interval '8 days' WHERE seq <= 2;
-         UPDATE pgaudit_siem.outbox SET delivered_at = now() WHERE seq = 1;",
+         UPDATE pgaudit_siem.delivery_state SET last_xid = (SELECT xid FROM pgaudit_siem.outbox WHERE seq = 1), last_seq = 1;",
     )
     .unwrap();
     let removed: i64 = c

@@ -1,0 +1,413 @@
+//! HTTP transport for SIEM delivery (pure Rust: no PostgreSQL calls, so it may run on a
+//! helper thread).
+//!
+//! - [`post`] sends one request with `ureq` (keep-alive agent, connect and total
+//!   timeouts, rustls, optional gzip request bodies) and classifies failures into the
+//!   kinds `test_connection()` reports: DNS, connect, TLS, timeout, HTTP status,
+//!   authentication.
+//! - [`Sender`] runs requests on one helper thread so the worker's main thread keeps
+//!   waiting on its latch: SIGTERM, DROP DATABASE and ProcSignalBarriers are served while
+//!   a SIEM hangs. The thread blocks every signal (PostgreSQL's handlers must run on the
+//!   main thread) and wakes the main thread through a socket pair.
+//!
+//! # Invariants
+//! - Error texts never contain header values or URL credentials (URLs with userinfo are
+//!   refused at configuration time; here only the host and port are named).
+//! - At most one request is in flight per worker; response bodies are read up to
+//!   [`MAX_RESPONSE_BYTES`].
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+/// Bulk responses list every item; 16 MB covers tens of thousands of items.
+pub const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+/// Dead-letter excerpts keep the start of the receiver's answer.
+pub const EXCERPT_BYTES: usize = 1024;
+
+/// Why a request failed before an HTTP status arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Dns,
+    Connect,
+    Tls,
+    Timeout,
+    /// The connection broke mid-request or the answer was not HTTP.
+    Protocol,
+    Http,
+    Authentication,
+}
+
+impl FailureKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Dns => "dns",
+            FailureKind::Connect => "connect",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Protocol => "protocol",
+            FailureKind::Http => "http_status",
+            FailureKind::Authentication => "authentication",
+        }
+    }
+}
+
+/// One request to send.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub gzip: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// What came back.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Response {
+        status: u16,
+        retry_after: Option<String>,
+        body: Vec<u8>,
+    },
+    Failed {
+        kind: FailureKind,
+        message: String,
+    },
+}
+
+/// A finished request and how long it took.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+/// The host and port a URL points at, for error messages.
+pub fn endpoint_label(url: &str) -> String {
+    url.parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| {
+            u.authority().map(|a| {
+                let host = a.host();
+                match a.port_u16() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.to_owned(),
+                }
+            })
+        })
+        .unwrap_or_else(|| "the endpoint".to_owned())
+}
+
+/// A keep-alive agent. Timeouts are set per request.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(4)
+        .max_idle_connections_per_host(2)
+        .max_redirects(0)
+        .user_agent(concat!("pgaudit_siem/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Sends `request` and waits for the answer.
+pub fn post(agent: &ureq::Agent, request: &Request) -> Reply {
+    let started = Instant::now();
+    let outcome = send(agent, request);
+    Reply {
+        outcome,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn send(agent: &ureq::Agent, request: &Request) -> Outcome {
+    let endpoint = endpoint_label(&request.url);
+    let body = if request.gzip && !request.body.is_empty() {
+        let mut encoder = GzEncoder::new(
+            Vec::with_capacity(request.body.len() / 4),
+            Compression::fast(),
+        );
+        if encoder.write_all(&request.body).is_err() {
+            return failed(FailureKind::Protocol, "gzip compression failed".into());
+        }
+        match encoder.finish() {
+            Ok(b) => b,
+            Err(_) => return failed(FailureKind::Protocol, "gzip compression failed".into()),
+        }
+    } else {
+        Vec::new()
+    };
+    let payload: &[u8] = if request.gzip && !request.body.is_empty() {
+        &body
+    } else {
+        &request.body
+    };
+    let result = if request.method == "GET" {
+        let mut builder = agent.get(&request.url);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder
+            .config()
+            .timeout_connect(Some(request.connect_timeout))
+            .timeout_global(Some(request.timeout))
+            .build()
+            .call()
+    } else {
+        let mut builder = agent
+            .post(&request.url)
+            .header("Content-Type", request.content_type);
+        if request.gzip && !request.body.is_empty() {
+            builder = builder.header("Content-Encoding", "gzip");
+        }
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder
+            .config()
+            .timeout_connect(Some(request.connect_timeout))
+            .timeout_global(Some(request.timeout))
+            .build()
+            .send(payload)
+    };
+    match result {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let mut body = Vec::new();
+            let read = response
+                .body_mut()
+                .as_reader()
+                .take(MAX_RESPONSE_BYTES)
+                .read_to_end(&mut body);
+            if let Err(e) = read {
+                // The status arrived; a broken body only matters for bulk item parsing.
+                if status < 300 {
+                    return failed(
+                        FailureKind::Protocol,
+                        format!("reading the response from {endpoint} failed: {}", e.kind()),
+                    );
+                }
+            }
+            Outcome::Response {
+                status,
+                retry_after,
+                body,
+            }
+        }
+        Err(e) => {
+            let (kind, what) = classify_error(&e);
+            failed(kind, format!("{what} ({endpoint})"))
+        }
+    }
+}
+
+fn failed(kind: FailureKind, message: String) -> Outcome {
+    Outcome::Failed { kind, message }
+}
+
+/// Maps a ureq error to a failure kind and a message free of secrets.
+pub fn classify_error(error: &ureq::Error) -> (FailureKind, String) {
+    use std::io::ErrorKind;
+    match error {
+        ureq::Error::HostNotFound => (FailureKind::Dns, "host name could not be resolved".into()),
+        ureq::Error::Timeout(which) => (FailureKind::Timeout, format!("timed out ({which})")),
+        ureq::Error::ConnectionFailed => (FailureKind::Connect, "connection failed".into()),
+        ureq::Error::Tls(what) => (FailureKind::Tls, format!("TLS error: {what}")),
+        ureq::Error::Rustls(e) => (FailureKind::Tls, format!("TLS error: {e}")),
+        ureq::Error::Io(e) => match e.kind() {
+            ErrorKind::ConnectionRefused => (FailureKind::Connect, "connection refused".into()),
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+                (FailureKind::Timeout, "timed out".into())
+            }
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof => (
+                FailureKind::Protocol,
+                format!("connection closed by the receiver ({})", e.kind()),
+            ),
+            ErrorKind::InvalidData
+                if e.to_string().contains("tls") || e.to_string().contains("TLS") =>
+            {
+                (FailureKind::Tls, "TLS error: invalid data".into())
+            }
+            other => (FailureKind::Connect, format!("I/O error: {other}")),
+        },
+        ureq::Error::Protocol(e) => (FailureKind::Protocol, format!("invalid HTTP response: {e}")),
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => (
+            FailureKind::Protocol,
+            "invalid request URL or header".into(),
+        ),
+        ureq::Error::BodyStalled => (FailureKind::Timeout, "response body stalled".into()),
+        other => (
+            FailureKind::Protocol,
+            format!("request failed: {}", sanitize(&other.to_string())),
+        ),
+    }
+}
+
+/// Keeps only the first line and drops anything after a `?` (query strings may carry tokens).
+fn sanitize(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    match line.find('?') {
+        Some(i) => line[..i].to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+/// The start of a response body, as text, for the dead-letter table and `last_error`.
+pub fn excerpt(body: &[u8]) -> String {
+    let end = body.len().min(EXCERPT_BYTES);
+    let mut cut = end;
+    while cut > 0 && std::str::from_utf8(&body[..cut]).is_err() {
+        cut -= 1;
+    }
+    String::from_utf8_lossy(&body[..cut]).replace('\0', "")
+}
+
+/// Runs requests on a helper thread; the caller waits on [`Sender::wake_fd`].
+pub struct Sender {
+    jobs: mpsc::Sender<Request>,
+    replies: mpsc::Receiver<Reply>,
+    wake_read: UnixStream,
+}
+
+impl Sender {
+    pub fn spawn() -> std::io::Result<Sender> {
+        let (wake_read, wake_write) = UnixStream::pair()?;
+        wake_read.set_nonblocking(true)?;
+        let (job_tx, job_rx) = mpsc::channel::<Request>();
+        let (reply_tx, reply_rx) = mpsc::channel::<Reply>();
+        std::thread::Builder::new()
+            .name("pgaudit_siem http".into())
+            .spawn(move || {
+                block_all_signals();
+                let agent = agent();
+                let mut wake_write = wake_write;
+                while let Ok(request) = job_rx.recv() {
+                    let reply = post(&agent, &request);
+                    if reply_tx.send(reply).is_err() {
+                        break;
+                    }
+                    let _ = wake_write.write_all(&[1]);
+                }
+            })?;
+        Ok(Sender {
+            jobs: job_tx,
+            replies: reply_rx,
+            wake_read,
+        })
+    }
+
+    /// Queues a request; the reply arrives through [`Sender::try_reply`].
+    pub fn start(&self, request: Request) -> bool {
+        self.jobs.send(request).is_ok()
+    }
+
+    pub fn wake_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.wake_read.as_raw_fd()
+    }
+
+    /// The reply, if the helper thread has finished.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let mut sink = [0u8; 64];
+        while matches!(self.wake_read.read(&mut sink), Ok(n) if n > 0) {}
+        self.replies.try_recv().ok()
+    }
+}
+
+fn block_all_signals() {
+    // SAFETY: manipulates only this thread's signal mask with a locally initialised set.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        assert_eq!(
+            classify_error(&ureq::Error::HostNotFound).0,
+            FailureKind::Dns
+        );
+        assert_eq!(
+            classify_error(&ureq::Error::ConnectionFailed).0,
+            FailureKind::Connect
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            classify_error(&ureq::Error::Io(refused)).0,
+            FailureKind::Connect
+        );
+        assert_eq!(
+            classify_error(&ureq::Error::Tls("bad certificate")).0,
+            FailureKind::Tls
+        );
+    }
+
+    #[test]
+    fn labels_name_only_host_and_port() {
+        assert_eq!(
+            endpoint_label("https://siem.example.com:8088/services/collector?token=abc"),
+            "siem.example.com:8088"
+        );
+        assert_eq!(endpoint_label("http://127.0.0.1/x"), "127.0.0.1");
+        assert_eq!(
+            sanitize("bad url http://h/x?token=secret\nmore"),
+            "bad url http://h/x"
+        );
+    }
+
+    #[test]
+    fn excerpts_cut_on_character_boundaries() {
+        let body = "é".repeat(EXCERPT_BYTES);
+        let e = excerpt(body.as_bytes());
+        assert!(e.len() <= EXCERPT_BYTES && e.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn refused_connections_fail_fast() {
+        // A port nobody listens on (bound then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let reply = post(
+            &agent(),
+            &Request {
+                method: "POST",
+                url: format!("http://127.0.0.1:{port}/"),
+                headers: vec![],
+                content_type: "application/json",
+                body: b"{}".to_vec(),
+                gzip: true,
+                connect_timeout: Duration::from_secs(2),
+                timeout: Duration::from_secs(2),
+            },
+        );
+        match reply.outcome {
+            Outcome::Failed { kind, .. } => assert_eq!(kind, FailureKind::Connect),
+            other => panic!("{other:?}"),
+        }
+    }
+}

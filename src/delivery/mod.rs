@@ -1,0 +1,534 @@
+//! SIEM delivery: a background worker per database posts the outbox's events to an HTTP
+//! endpoint (generic JSON webhook, NDJSON, Splunk HEC, OpenSearch bulk), at least once,
+//! in transaction order, with retries and a dead-letter table.
+//!
+//! - [`format`], [`retry`], [`http`]: pure Rust (wire formats, retry policy, transport).
+//! - [`shmem`]: the registry of workers and the commit-time wake-ups.
+//! - [`launcher`]: one static worker that starts a delivery worker in each database
+//!   where the extension is installed.
+//! - [`worker`]: the delivery loop.
+//! - This file: the SQL surface (`configure`, `enable`, `disable`, `test_connection`,
+//!   `settings`, `stats`, `dead_letter`, `requeue_dead_letter`) and the utility-hook
+//!   rules for DROP DATABASE / DROP EXTENSION.
+//!
+//! # Invariants
+//! - Delivery order is the outbox order `(xid, seq)`: a transaction's events become
+//!   deliverable once every transaction with a smaller id has finished (its id is below
+//!   the snapshot's xmin), so the delivery cursor never passes an event that could still
+//!   commit. Events are delivered in transaction-id order, each transaction's events in
+//!   statement order.
+//! - The cursor (`delivery_state.last_xid, last_seq`) only moves after the SIEM answered
+//!   2xx for every forwarded event up to it (or the event was dead-lettered), in a
+//!   transaction of its own; a crash anywhere re-sends, never skips.
+//! - Header values are readable only by the extension owner: `settings`, events and
+//!   error texts show them masked.
+//! - Backends never talk to the SIEM (except `test_connection()`, bounded by the
+//!   configured timeouts): writers only set a flag that wakes the worker at commit.
+
+pub mod format;
+pub mod http;
+pub mod launcher;
+pub mod retry;
+pub mod shmem;
+pub mod worker;
+
+use std::time::Duration;
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+pub fn init() {
+    shmem::init();
+    launcher::register();
+}
+
+extension_sql!(
+    r#"
+-- The SIEM endpoint. One row; readable only by the extension owner (headers hold tokens).
+CREATE TABLE pgaudit_siem.siem_config (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    enabled boolean NOT NULL DEFAULT false,
+    url text,
+    headers jsonb NOT NULL DEFAULT '{}',
+    categories text[],
+    format text NOT NULL DEFAULT 'json',
+    version bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz,
+    updated_by name
+);
+INSERT INTO pgaudit_siem.siem_config DEFAULT VALUES;
+
+-- Events the SIEM refused (4xx other than 408/429), with what it said.
+CREATE TABLE pgaudit_siem.dead_letter (
+    id uuid NOT NULL,
+    seq bigint PRIMARY KEY,
+    xid xid8 NOT NULL,
+    created_at timestamptz NOT NULL,
+    category text NOT NULL,
+    action text NOT NULL,
+    relid oid,
+    schema_name text,
+    table_name text,
+    row_count bigint,
+    part int NOT NULL,
+    part_count int NOT NULL,
+    payload json NOT NULL,
+    http_status int,
+    response_excerpt text,
+    attempts int NOT NULL,
+    dead_lettered_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+REVOKE ALL ON pgaudit_siem.siem_config, pgaudit_siem.dead_letter FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.dead_letter TO pgaudit_admin;
+
+-- Settings as shown to admins and recorded in siem_settings events: header values masked.
+CREATE FUNCTION pgaudit_siem._settings_image(c pgaudit_siem.siem_config) RETURNS jsonb
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT jsonb_build_object(
+        'siem_integration_enabled', c.enabled,
+        'siem_integration_url', c.url,
+        'headers', coalesce((SELECT jsonb_object_agg(key, '********') FROM jsonb_each(c.headers)), '{}'::jsonb),
+        'categories', to_jsonb(c.categories),
+        'format', c.format)
+$f$;
+
+CREATE VIEW pgaudit_siem.settings AS
+    SELECT c.enabled, c.url,
+           coalesce((SELECT pg_catalog.jsonb_object_agg(key, '********') FROM pg_catalog.jsonb_each(c.headers)), '{}'::jsonb) AS headers,
+           c.categories, c.format, c.updated_at, c.updated_by
+      FROM pgaudit_siem.siem_config c;
+REVOKE ALL ON pgaudit_siem.settings FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.settings TO pgaudit_admin;
+
+-- Applies a change to siem_config and records it as a siem_settings audit event.
+CREATE FUNCTION pgaudit_siem._change_settings(p_enabled boolean, p_url text, p_headers jsonb, p_categories text[], p_format text, p_set_endpoint boolean)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    before jsonb;
+    after jsonb;
+BEGIN
+    SELECT pgaudit_siem._settings_image(c) INTO before FROM pgaudit_siem.siem_config c FOR UPDATE;
+    IF p_set_endpoint THEN
+        UPDATE pgaudit_siem.siem_config
+           SET url = p_url, headers = p_headers, categories = p_categories, format = p_format;
+    END IF;
+    IF p_enabled IS NOT NULL THEN
+        IF p_enabled AND (SELECT url FROM pgaudit_siem.siem_config) IS NULL THEN
+            RAISE EXCEPTION 'no SIEM endpoint is configured' USING ERRCODE = 'object_not_in_prerequisite_state',
+                HINT = 'Call pgaudit_siem.configure(url, headers, categories, format) first.';
+        END IF;
+        UPDATE pgaudit_siem.siem_config SET enabled = p_enabled;
+    END IF;
+    UPDATE pgaudit_siem.siem_config SET version = version + 1, updated_at = pg_catalog.now(), updated_by = session_user
+    RETURNING pgaudit_siem._settings_image(siem_config) INTO after;
+    PERFORM pgaudit_siem._admin_event('siem_settings', 'update', NULL, 'pgaudit_siem', 'siem_config', NULL, before, after);
+END
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem._change_settings(boolean, text, jsonb, text[], text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION pgaudit_siem.configure(url text, headers jsonb DEFAULT '{}', categories text[] DEFAULT NULL, format text DEFAULT 'json')
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    PERFORM pgaudit_siem._validate_siem_config(configure.url, configure.headers, configure.categories, configure.format);
+    PERFORM pgaudit_siem._change_settings(NULL, configure.url, coalesce(configure.headers, '{}'), configure.categories, configure.format, true);
+END
+$f$;
+
+CREATE FUNCTION pgaudit_siem.enable() RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $f$ SELECT pgaudit_siem._change_settings(true, NULL, NULL, NULL, NULL, false) $f$;
+CREATE FUNCTION pgaudit_siem.disable() RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $f$ SELECT pgaudit_siem._change_settings(false, NULL, NULL, NULL, NULL, false) $f$;
+
+-- Sends a marked test event. Stored headers go only to the stored URL.
+CREATE FUNCTION pgaudit_siem.test_connection(url text DEFAULT NULL, headers jsonb DEFAULT NULL,
+        OUT ok boolean, OUT http_status int, OUT latency_ms double precision, OUT error text)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    c pgaudit_siem.siem_config;
+    target text;
+BEGIN
+    SELECT * INTO c FROM pgaudit_siem.siem_config;
+    target := coalesce(test_connection.url, c.url);
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'no SIEM endpoint is configured' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Pass a URL, or call pgaudit_siem.configure() first.';
+    END IF;
+    SELECT t.ok, t.http_status, t.latency_ms, t.error INTO ok, http_status, latency_ms, error
+      FROM pgaudit_siem._send_test_event(target,
+               coalesce(test_connection.headers,
+                        CASE WHEN test_connection.url IS NULL OR test_connection.url = c.url THEN c.headers ELSE '{}'::jsonb END),
+               c.format) t;
+END
+$f$;
+
+CREATE VIEW pgaudit_siem.stats AS
+    SELECT c.enabled,
+           c.format,
+           (SELECT count(*) FROM pgaudit_siem.outbox o WHERE (o.xid, o.seq) > (s.last_xid, s.last_seq)) AS queued,
+           s.delivered,
+           s.retried,
+           s.dead_lettered,
+           (SELECT count(*) FROM pgaudit_siem.dead_letter) AS in_dead_letter,
+           s.last_success,
+           s.last_error,
+           s.last_error_at,
+           s.last_http_status,
+           pg_catalog.make_interval(secs => s.current_backoff_ms / 1000.0) AS current_backoff,
+           CASE WHEN s.batches > 0 THEN round(s.delivered::numeric / s.batches, 1) END AS avg_batch_size,
+           round(s.events_per_second::numeric, 1) AS events_per_second,
+           (SELECT a.pid FROM pg_catalog.pg_stat_activity a
+             WHERE a.backend_type = 'pgaudit_siem delivery' AND a.datname = pg_catalog.current_database() LIMIT 1) AS worker_pid
+      FROM pgaudit_siem.delivery_state s CROSS JOIN pgaudit_siem.siem_config c;
+REVOKE ALL ON pgaudit_siem.stats FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.stats TO pgaudit_admin;
+
+-- Puts dead-lettered events back into the outbox (after the cursor; same ids).
+CREATE FUNCTION pgaudit_siem.requeue_dead_letter(ids uuid[] DEFAULT NULL)
+    RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    n bigint;
+BEGIN
+    WITH moved AS (
+        DELETE FROM pgaudit_siem.dead_letter d WHERE requeue_dead_letter.ids IS NULL OR d.id = ANY (requeue_dead_letter.ids)
+        RETURNING d.*)
+    INSERT INTO pgaudit_siem.outbox (id, created_at, category, action, relid, schema_name, table_name, row_count, part, part_count, payload)
+    SELECT m.id, m.created_at, m.category, m.action, m.relid, m.schema_name, m.table_name, m.row_count, m.part, m.part_count, m.payload
+      FROM moved m ORDER BY m.xid, m.seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM pgaudit_siem._wake_delivery_at_commit();
+    RAISE LOG 'pgaudit_siem: % dead-lettered events requeued by %', n, session_user;
+    RETURN n;
+END
+$f$;
+
+REVOKE ALL ON FUNCTION pgaudit_siem.configure(text, jsonb, text[], text), pgaudit_siem.enable(), pgaudit_siem.disable(),
+    pgaudit_siem.test_connection(text, jsonb), pgaudit_siem.requeue_dead_letter(uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem.configure(text, jsonb, text[], text), pgaudit_siem.enable(), pgaudit_siem.disable(),
+    pgaudit_siem.test_connection(text, jsonb), pgaudit_siem.requeue_dead_letter(uuid[]) TO pgaudit_admin;
+REVOKE ALL ON FUNCTION pgaudit_siem._send_test_event(text, jsonb, text), pgaudit_siem._validate_siem_config(text, jsonb, text[], text),
+    pgaudit_siem._settings_image(pgaudit_siem.siem_config) FROM PUBLIC;
+
+-- The launcher starts this database's worker once the installing transaction commits.
+SELECT pgaudit_siem._start_delivery_at_commit();
+"#,
+    name = "delivery",
+    requires = [
+        "change_capture",
+        send_test_event,
+        validate_siem_config,
+        start_delivery_at_commit
+    ],
+);
+
+fn invalid(message: &str, hint: &str) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message.to_owned(),
+        function_name!(),
+    )
+    .set_hint(hint.to_owned())
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Why a URL cannot be used; the URL itself is never echoed (it may carry secrets).
+pub fn url_problem(url: &str) -> Option<&'static str> {
+    if url.len() > 2048 {
+        return Some("the URL is longer than 2048 bytes");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("the URL contains whitespace or control characters");
+    }
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return Some("the URL cannot be parsed");
+    };
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Some("the URL scheme must be http or https"),
+    }
+    let Some(authority) = uri.authority() else {
+        return Some("the URL has no host");
+    };
+    if authority.as_str().contains('@') {
+        return Some("credentials in the URL are not accepted");
+    }
+    if authority.host().is_empty() {
+        return Some("the URL has no host");
+    }
+    None
+}
+
+/// Why a header cannot be sent, if it cannot.
+pub fn header_problem(name: &str, value: &serde_json::Value) -> Option<String> {
+    let Some(value) = value.as_str() else {
+        return Some(format!(
+            "the value of header \"{name}\" must be a JSON string"
+        ));
+    };
+    if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Some("a header name is not a valid HTTP token".to_owned());
+    }
+    let lower = name.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "content-encoding"
+            | "content-type"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    ) {
+        return Some(format!("header \"{name}\" is set by pgaudit_siem itself"));
+    }
+    if ureq::http::HeaderValue::from_str(value).is_err() {
+        return Some(format!(
+            "the value of header \"{name}\" contains characters HTTP headers cannot carry"
+        ));
+    }
+    None
+}
+
+#[pg_extern(name = "_validate_siem_config", volatile, parallel_unsafe)]
+fn validate_siem_config(
+    url: Option<&str>,
+    headers: Option<pgrx::JsonB>,
+    categories: Option<Vec<Option<String>>>,
+    format: Option<&str>,
+) {
+    let Some(url) = url else {
+        invalid(
+            "the SIEM endpoint URL must not be NULL",
+            "Pass an http:// or https:// URL.",
+        );
+    };
+    if let Some(problem) = url_problem(url) {
+        invalid(
+            &format!("invalid SIEM endpoint URL: {problem}"),
+            "Pass an http:// or https:// URL; put credentials in headers.",
+        );
+    }
+    if let Some(pgrx::JsonB(headers)) = headers {
+        let Some(object) = headers.as_object() else {
+            invalid(
+                "headers must be a JSON object",
+                "Example: '{\"Authorization\": \"Bearer <token>\"}'",
+            );
+        };
+        for (name, value) in object {
+            if let Some(problem) = header_problem(name, value) {
+                invalid(
+                    &format!("invalid SIEM header: {problem}"),
+                    "Header names are HTTP tokens; values are strings without line breaks.",
+                );
+            }
+        }
+    }
+    if let Some(categories) = categories {
+        if categories.is_empty() {
+            invalid("categories must not be empty", "Pass NULL to forward every category, or call pgaudit_siem.disable() to forward none.");
+        }
+        if categories
+            .iter()
+            .any(|c| c.as_deref().is_none_or(str::is_empty))
+        {
+            invalid(
+                "categories must not contain NULL or empty names",
+                "Pass the category names used by pgaudit_siem.track().",
+            );
+        }
+    }
+    let format = format.unwrap_or("");
+    if format::Format::parse(format).is_none() {
+        invalid(
+            &format!("unknown SIEM format \"{format}\""),
+            &format!("Supported formats: {}.", format::FORMAT_NAMES),
+        );
+    }
+}
+
+/// Parses stored headers (a JSON object of strings) into name/value pairs.
+pub fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
+    headers
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The HEC health endpoint for an event endpoint URL.
+pub fn hec_health_url(url: &str) -> Option<String> {
+    let uri = url.parse::<ureq::http::Uri>().ok()?;
+    Some(format!(
+        "{}://{}/services/collector/health/1.0",
+        uri.scheme_str()?,
+        uri.authority()?
+    ))
+}
+
+/// Turns a reply into (ok, status, error text) for `test_connection()`.
+fn judge_test_reply(reply: &http::Outcome, endpoint: &str) -> (bool, Option<i32>, Option<String>) {
+    match reply {
+        http::Outcome::Response { status, body, .. } => {
+            let status = *status;
+            if (200..300).contains(&status) {
+                (true, Some(status as i32), None)
+            } else {
+                let kind = if status == 401 || status == 403 {
+                    http::FailureKind::Authentication
+                } else {
+                    http::FailureKind::Http
+                };
+                let excerpt: String = http::excerpt(body).chars().take(200).collect();
+                (
+                    false,
+                    Some(status as i32),
+                    Some(format!(
+                        "{}: HTTP {status} from {endpoint}: {excerpt}",
+                        kind.label()
+                    )),
+                )
+            }
+        }
+        http::Outcome::Failed { kind, message } => {
+            (false, None, Some(format!("{}: {message}", kind.label())))
+        }
+    }
+}
+
+#[pg_extern(name = "_send_test_event", volatile, parallel_unsafe)]
+fn send_test_event(
+    url: &str,
+    headers: Option<pgrx::JsonB>,
+    format: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(ok, bool),
+        name!(http_status, Option<i32>),
+        name!(latency_ms, f64),
+        name!(error, Option<String>),
+    ),
+> {
+    validate_siem_config(
+        Some(url),
+        headers.as_ref().map(|h| pgrx::JsonB(h.0.clone())),
+        None,
+        format.or(Some("json")),
+    );
+    let format = format
+        .and_then(format::Format::parse)
+        .unwrap_or(format::Format::Json);
+    let headers = headers.map(|h| header_pairs(&h.0)).unwrap_or_default();
+    let settings = crate::gucs::delivery();
+    // A test must answer quickly even when the configured request timeout is long.
+    let timeout = settings.timeout.min(Duration::from_secs(10));
+    let connect_timeout = settings.connect_timeout.min(timeout);
+    let agent = http::agent();
+    let endpoint = http::endpoint_label(url);
+    let request = |method, url: String, body: Vec<u8>| http::Request {
+        method,
+        url,
+        headers: headers.clone(),
+        content_type: format.content_type(),
+        body,
+        gzip: settings.gzip && method == "POST",
+        connect_timeout,
+        timeout,
+    };
+    let started = std::time::Instant::now();
+    let mut result = None;
+    if format == format::Format::SplunkHec {
+        if let Some(health) = hec_health_url(url) {
+            let reply = http::post(&agent, &request("GET", health, Vec::new()));
+            match &reply.outcome {
+                http::Outcome::Response {
+                    status: 400 | 401 | 403,
+                    ..
+                } => {
+                    let status = match reply.outcome {
+                        http::Outcome::Response { status, .. } => status,
+                        _ => 0,
+                    };
+                    result = Some((false, Some(status as i32), Some(format!("authentication: the HEC health check answered HTTP {status} (invalid or disabled token) from {endpoint}"))));
+                }
+                http::Outcome::Failed { .. } => {
+                    result = Some(judge_test_reply(&reply.outcome, &endpoint))
+                }
+                _ => {}
+            }
+        }
+    }
+    let (ok, status, error) = result.unwrap_or_else(|| {
+        let id = crate::change_capture::uuid_v7().to_string();
+        // SAFETY: plain reads of the current time and database name.
+        let (timestamp, database) = unsafe {
+            let now = pg_sys::GetCurrentTimestamp()
+                + crate::change_capture::json::POSTGRES_EPOCH_UNIX_MICROS;
+            let db = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+            let db = if db.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(db).to_string_lossy().into_owned()
+            };
+            (crate::change_capture::json::rfc3339_utc(now), db)
+        };
+        let event = format::Event {
+            xid: 0,
+            seq: 0,
+            id: id.clone(),
+            category: "pgaudit_siem_test".into(),
+            epoch_seconds: 0.0,
+            payload: format::test_event(&id, &timestamp, &database),
+        };
+        let hec = format::HecSource {
+            host: worker::host_name(),
+            source: format!("pgaudit_siem:{database}"),
+        };
+        let body = format::encode(format, &[&event], &hec);
+        let reply = http::post(&agent, &request("POST", url.to_owned(), body));
+        judge_test_reply(&reply.outcome, &endpoint)
+    });
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    TableIterator::once((ok, status, latency_ms, error))
+}
+
+/// Marks the installing transaction so the launcher starts a worker when it commits.
+#[pg_extern(name = "_start_delivery_at_commit", volatile, parallel_unsafe)]
+fn start_delivery_at_commit() {
+    shmem::wake_launcher_at_commit();
+}
+
+/// Called from the utility hook before a statement runs.
+pub fn before_utility(utility: *mut pg_sys::Node) {
+    // SAFETY: node tags identify the statement types whose fields are read below.
+    unsafe {
+        match (*utility).type_ {
+            pg_sys::NodeTag::T_DropdbStmt => {
+                let stmt = &*(utility as *mut pg_sys::DropdbStmt);
+                let dboid = pg_sys::get_database_oid(stmt.dbname, true);
+                if dboid != pg_sys::InvalidOid {
+                    // DROP DATABASE waits 5 s for other sessions; our worker leaves first.
+                    shmem::stop_worker_for_drop(dboid.to_u32(), Duration::from_secs(4));
+                }
+            }
+            pg_sys::NodeTag::T_DropStmt => {
+                let stmt = &*(utility as *mut pg_sys::DropStmt);
+                if stmt.removeType == pg_sys::ObjectType::OBJECT_EXTENSION {
+                    // The worker notices the extension is gone once this commits.
+                    shmem::wake_worker_at_commit();
+                }
+            }
+            _ => {}
+        }
+    }
+}

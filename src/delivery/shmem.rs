@@ -1,0 +1,278 @@
+//! Shared memory between backends, the launcher and the per-database delivery workers.
+//!
+//! One [`Registry`] under an LWLock: the launcher's latch, a generation counter bumped
+//! when `CREATE EXTENSION pgaudit_siem` commits somewhere, and one slot per database that
+//! has (or had) a worker: its pid and latch, whether the extension was found missing
+//! (and at which generation), and a "stop" deadline set while `DROP DATABASE` runs.
+//!
+//! # Invariants
+//! - Only plain data lives here (no process-local pointers except latch addresses, which
+//!   point into shared memory: `PGPROC.procLatch`).
+//! - Writers wake the worker only from a commit callback, once per transaction, so the
+//!   worker never wakes up before the events are visible; aborted transactions wake
+//!   nobody.
+//! - A latch pointer may be stale after its process exits: setting it is harmless
+//!   (PostgreSQL latches are owned by PGPROC slots that outlive processes).
+
+use std::cell::Cell;
+use std::ffi::c_void;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+
+pub const MAX_DATABASES: usize = 256;
+
+#[derive(Copy, Clone, Default)]
+pub struct Slot {
+    pub dboid: u32,
+    pub pid: i32,
+    pub latch: usize,
+    /// The generation at which the worker found no extension; `u64::MAX`: not absent.
+    pub absent_generation: u64,
+    /// While DROP DATABASE runs: do not start a worker before this time (µs since the
+    /// PostgreSQL epoch).
+    pub stopped_until: i64,
+}
+
+#[derive(Copy, Clone)]
+pub struct Registry {
+    pub launcher_pid: i32,
+    pub launcher_latch: usize,
+    pub generation: u64,
+    pub slots: [Slot; MAX_DATABASES],
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            launcher_pid: 0,
+            launcher_latch: 0,
+            generation: 1,
+            slots: [Slot::default(); MAX_DATABASES],
+        }
+    }
+}
+
+// SAFETY: plain old data (integers only); no pointers into process memory.
+unsafe impl PGRXSharedMemory for Registry {}
+
+// SAFETY: initialised once from _PG_init through pg_shmem_init!, before any use.
+static REGISTRY: PgLwLock<Registry> = unsafe { PgLwLock::new(c"pgaudit_siem_delivery_registry") };
+
+pub fn init() {
+    pg_shmem_init!(REGISTRY);
+    // SAFETY: registering a process-lifetime callback with a static function.
+    unsafe { pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut()) };
+}
+
+impl Registry {
+    pub fn slot(&self, dboid: u32) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.dboid == dboid)
+    }
+
+    fn slot_mut(&mut self, dboid: u32) -> Option<&mut Slot> {
+        if let Some(i) = self.slots.iter().position(|s| s.dboid == dboid) {
+            return Some(&mut self.slots[i]);
+        }
+        let free = self.slots.iter().position(|s| s.dboid == 0)?;
+        self.slots[free] = Slot {
+            dboid,
+            absent_generation: u64::MAX,
+            ..Slot::default()
+        };
+        Some(&mut self.slots[free])
+    }
+}
+
+pub fn snapshot() -> Registry {
+    *REGISTRY.share()
+}
+
+fn my_latch() -> usize {
+    // SAFETY: MyLatch is set for every process attached to shared memory.
+    unsafe { pg_sys::MyLatch as usize }
+}
+
+fn my_pid() -> i32 {
+    // SAFETY: plain read of a process-global.
+    unsafe { pg_sys::MyProcPid }
+}
+
+fn set_latch(latch: usize) {
+    if latch != 0 {
+        // SAFETY: the address is a PGPROC latch in shared memory (see module invariants).
+        unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    }
+}
+
+// ---- launcher ----
+
+pub fn publish_launcher() {
+    let mut r = REGISTRY.exclusive();
+    r.launcher_pid = my_pid();
+    r.launcher_latch = my_latch();
+}
+
+pub fn clear_launcher() {
+    let mut r = REGISTRY.exclusive();
+    r.launcher_pid = 0;
+    r.launcher_latch = 0;
+}
+
+pub fn generation() -> u64 {
+    REGISTRY.share().generation
+}
+
+/// Forgets databases that no longer exist.
+pub fn retain_databases(existing: &[u32]) {
+    let mut r = REGISTRY.exclusive();
+    for slot in r.slots.iter_mut() {
+        if slot.dboid != 0 && !existing.contains(&slot.dboid) {
+            *slot = Slot::default();
+        }
+    }
+}
+
+fn wake_launcher_now() {
+    let (latch, _) = {
+        let mut r = REGISTRY.exclusive();
+        r.generation += 1;
+        (r.launcher_latch, r.generation)
+    };
+    set_latch(latch);
+}
+
+// ---- worker ----
+
+/// Registers the calling worker for `dboid`; false if another live worker holds it.
+pub fn publish_worker(dboid: u32) -> bool {
+    let mut r = REGISTRY.exclusive();
+    let Some(slot) = r.slot_mut(dboid) else {
+        return true;
+    };
+    if slot.pid != 0 && slot.pid != my_pid() && process_alive(slot.pid) {
+        return false;
+    }
+    slot.pid = my_pid();
+    slot.latch = my_latch();
+    slot.absent_generation = u64::MAX;
+    true
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Records that the extension is not installed in `dboid` (as of `generation`).
+pub fn mark_absent(dboid: u32, generation: u64) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(slot) = r.slot_mut(dboid) {
+        slot.absent_generation = generation;
+        if slot.pid == my_pid() {
+            slot.pid = 0;
+            slot.latch = 0;
+        }
+    }
+}
+
+pub fn clear_worker(dboid: u32) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(slot) = r.slot_mut(dboid) {
+        if slot.pid == my_pid() {
+            slot.pid = 0;
+            slot.latch = 0;
+        }
+    }
+}
+
+/// Wakes the worker of `dboid`, if it runs.
+pub fn wake_worker(dboid: u32) {
+    let latch = REGISTRY.share().slot(dboid).map(|s| s.latch).unwrap_or(0);
+    set_latch(latch);
+}
+
+// ---- DROP DATABASE ----
+
+/// Asks the worker of `dboid` to exit and keeps the launcher from restarting it for a
+/// while; waits (up to `wait`) until it is gone so DROP DATABASE finds no other session.
+pub fn stop_worker_for_drop(dboid: u32, wait: std::time::Duration) {
+    // SAFETY: clock read.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let pid = {
+        let mut r = REGISTRY.exclusive();
+        match r.slot_mut(dboid) {
+            Some(slot) => {
+                slot.stopped_until = now + 30_000_000;
+                slot.pid
+            }
+            None => 0,
+        }
+    };
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: SIGTERM to our own worker, identified by the pid it published.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        let running = REGISTRY.share().slot(dboid).map(|s| s.pid).unwrap_or(0);
+        if running == 0 || !process_alive(running) {
+            return;
+        }
+        // SAFETY: a short interruptible sleep on our own latch.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                20,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        check_for_interrupts!();
+    }
+}
+
+// ---- commit-time wake-ups ----
+
+thread_local! {
+    static WAKE_WORKER_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
+    static WAKE_LAUNCHER_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The current transaction queued events: wake this database's worker when it commits.
+pub fn wake_worker_at_commit() {
+    WAKE_WORKER_AT_COMMIT.with(|w| w.set(true));
+}
+
+/// The current transaction installs the extension: tell the launcher when it commits.
+pub fn wake_launcher_at_commit() {
+    WAKE_LAUNCHER_AT_COMMIT.with(|w| w.set(true));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_transaction_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_COMMIT => {
+            if WAKE_WORKER_AT_COMMIT.with(|w| w.replace(false)) {
+                // SAFETY: plain read of a process-global.
+                wake_worker(unsafe { pg_sys::MyDatabaseId }.to_u32());
+            }
+            if WAKE_LAUNCHER_AT_COMMIT.with(|w| w.replace(false)) {
+                wake_launcher_now();
+            }
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PREPARE => {
+            // A prepared transaction's events are found by the worker's idle recheck.
+            WAKE_WORKER_AT_COMMIT.with(|w| w.set(false));
+            WAKE_LAUNCHER_AT_COMMIT.with(|w| w.set(false));
+        }
+        _ => {}
+    }
+}
