@@ -2,10 +2,11 @@
 //! configurations side by side in alternating rounds, and prints a Markdown table with
 //! ratios against the anchor configuration measured in the same run.
 //!
-//! Usage: `bash scripts/bench.sh [overhead] [session] [capture] [sqlsmith] [--seconds N] [--rounds N] [--minutes N]`
-//! (no name: overhead, session and capture; sqlsmith is a long robustness run, named explicitly).
+//! Usage: `bash scripts/bench.sh [overhead] [session] [capture] [delivery] [sqlsmith] [--seconds N] [--rounds N] [--minutes N] [--events N]`
+//! (no name: overhead, session, capture and delivery; sqlsmith is a long robustness run, named explicitly).
 
 mod capture;
+mod delivery;
 mod pgbench;
 mod sqlsmith;
 
@@ -22,6 +23,7 @@ fn main() {
         scale: 10,
     };
     let mut minutes = 10;
+    let mut events: u64 = 1_000_000;
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> u32 {
             args.next()
@@ -34,14 +36,20 @@ fn main() {
             "--clients" => opts.clients = number("--clients"),
             "--scale" => opts.scale = number("--scale"),
             "--minutes" => minutes = number("--minutes"),
-            "overhead" | "session" | "capture" | "sqlsmith" => which.push(arg),
+            "--events" => events = u64::from(number("--events")),
+            "overhead" | "session" | "capture" | "delivery" | "sqlsmith" => which.push(arg),
             other => {
-                panic!("unknown argument {other}; benchmarks: overhead, session, capture, sqlsmith")
+                panic!("unknown argument {other}; benchmarks: overhead, session, capture, delivery, sqlsmith")
             }
         }
     }
     if which.is_empty() {
-        which.extend(["overhead".into(), "session".into(), "capture".into()]);
+        which.extend([
+            "overhead".into(),
+            "session".into(),
+            "capture".into(),
+            "delivery".into(),
+        ]);
     }
     println!("# pgaudit_siem benchmarks\n");
     println!("{}\n", machine_description());
@@ -50,6 +58,7 @@ fn main() {
             "overhead" => overhead(&opts),
             "session" => session(&opts),
             "capture" => capture::run(opts.rounds, opts.seconds),
+            "delivery" => delivery::run(events),
             "sqlsmith" => sqlsmith::run(minutes),
             _ => unreachable!("validated above"),
         }

@@ -103,7 +103,7 @@ GRANT SELECT ON pgaudit_siem.settings TO pgaudit_admin;
 
 -- Applies a change to siem_config and records it as a siem_settings audit event.
 CREATE FUNCTION pgaudit_siem._change_settings(p_enabled boolean, p_url text, p_headers jsonb, p_categories text[], p_format text, p_set_endpoint boolean)
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = '' AS $f$
 DECLARE
     before jsonb;
     after jsonb;
@@ -128,7 +128,7 @@ $f$;
 REVOKE ALL ON FUNCTION pgaudit_siem._change_settings(boolean, text, jsonb, text[], text, boolean) FROM PUBLIC;
 
 CREATE FUNCTION pgaudit_siem.configure(url text, headers jsonb DEFAULT '{}', categories text[] DEFAULT NULL, format text DEFAULT 'json')
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = '' AS $f$
 BEGIN
     PERFORM pgaudit_siem._validate_siem_config(configure.url, configure.headers, configure.categories, configure.format);
     PERFORM pgaudit_siem._change_settings(NULL, configure.url, coalesce(configure.headers, '{}'), configure.categories, configure.format, true);
@@ -136,16 +136,20 @@ END
 $f$;
 
 CREATE FUNCTION pgaudit_siem.enable() RETURNS void
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = ''
     AS $f$ SELECT pgaudit_siem._change_settings(true, NULL, NULL, NULL, NULL, false) $f$;
 CREATE FUNCTION pgaudit_siem.disable() RETURNS void
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = ''
     AS $f$ SELECT pgaudit_siem._change_settings(false, NULL, NULL, NULL, NULL, false) $f$;
+
+-- The SQL API's own statements carry header values as parameters: they are never
+-- session-audit-logged (SET pgaudit.log = 'none' for the call); the call itself is logged
+-- with its arguments redacted, and every change is a siem_settings event.
 
 -- Sends a marked test event. Stored headers go only to the stored URL.
 CREATE FUNCTION pgaudit_siem.test_connection(url text DEFAULT NULL, headers jsonb DEFAULT NULL,
         OUT ok boolean, OUT http_status int, OUT latency_ms double precision, OUT error text)
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = '' AS $f$
 DECLARE
     c pgaudit_siem.siem_config;
     target text;

@@ -36,6 +36,8 @@ use crate::gucs::{self, DeliverySettings};
 /// restored from a dump) and runs retention.
 const IDLE_RECHECK: Duration = Duration::from_secs(10);
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Rows read per batch at least, whatever `delivery_batch_events` (filtered rows are skipped cheaply).
+const MIN_ROWS_PER_READ: usize = 1000;
 /// Rows fetched from the outbox cursor at a time.
 const FETCH_ROWS: i64 = 256;
 
@@ -615,12 +617,18 @@ fn plan(settings: &DeliverySettings) -> Plan {
                 .first()
                 .get_one::<String>()?
                 .unwrap_or_default();
-            let query = "SELECT o.xid::text, o.seq, o.id::text, o.category,
-                                extract(epoch FROM o.created_at)::float8,
+            // A literal LIMIT makes even the cursor's generic plan an ordered index scan
+            // (with a parameter the planner sorts the whole backlog for every batch).
+            let row_limit = settings.batch_events.max(MIN_ROWS_PER_READ);
+            let query = format!(
+                "SELECT o.xid::text, o.seq, o.id::text, o.category,
+                                pg_catalog.date_part('epoch', o.created_at),
                                 CASE WHEN $4::text[] IS NULL OR o.category = ANY ($4) THEN o.payload::text END
                            FROM pgaudit_siem.outbox o
                           WHERE (o.xid, o.seq) > ($1::xid8, $2::int8) AND o.xid < $3::xid8
-                          ORDER BY o.xid, o.seq";
+                          ORDER BY o.xid, o.seq
+                          LIMIT {row_limit}"
+            );
             let categories: Option<Vec<String>> = config.categories.clone();
             let args = [
                 last_xid.as_str().into(),
@@ -628,7 +636,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
                 horizon.as_str().into(),
                 categories.into(),
             ];
-            let mut rows = client.open_cursor(query, &args);
+            let mut rows = client.open_cursor(query.as_str(), &args);
             let mut events: Vec<Event> = Vec::new();
             let mut forward = Vec::new();
             let mut bytes = 0usize;
@@ -653,7 +661,12 @@ fn plan(settings: &DeliverySettings) -> Plan {
                         forward.push(events.len());
                     }
                     events.push(event);
-                    if forward.len() >= settings.batch_events || bytes >= settings.batch_bytes {
+                    // Rows of categories not forwarded count too, so a long run of them
+                    // cannot make one batch unbounded.
+                    if forward.len() >= settings.batch_events
+                        || bytes >= settings.batch_bytes
+                        || events.len() >= row_limit
+                    {
                         break 'fetch;
                     }
                 }
@@ -730,7 +743,7 @@ fn acknowledge(
         Spi::run_with_args(
             "UPDATE pgaudit_siem.delivery_state
                 SET last_xid = $1::xid8, last_seq = $2, delivered = delivered + $3, dead_lettered = dead_lettered + $4,
-                    batches = batches + 1,
+                    batches = batches + CASE WHEN $3 + $4 > 0 THEN 1 ELSE 0 END,
                     last_success = CASE WHEN $3 > 0 THEN pg_catalog.clock_timestamp() ELSE last_success END,
                     last_http_status = coalesce($5, last_http_status), current_backoff_ms = 0,
                     events_per_second = $6, worker_pid = pg_catalog.pg_backend_pid()",

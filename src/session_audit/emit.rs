@@ -106,7 +106,18 @@ pub fn log_event(id: StackId) -> bool {
             return None;
         }
         let print_text = log_statement && !(e.statement_logged && gucs::log_statement_once());
-        Some((class_name, print_text, e.params))
+        if print_text && !redact && e.redacted_text.is_none() && !e.text.is_null() {
+            // SAFETY: as above.
+            let text = unsafe { CStr::from_ptr(e.text) }.to_bytes();
+            e.redacted_text = format::redact_siem_secrets(text);
+        }
+        // Parameters of a redacted statement may be the secrets themselves.
+        let params = if e.redacted_text.is_some() && !redact {
+            std::ptr::null_mut()
+        } else {
+            e.params
+        };
+        Some((class_name, print_text, params))
     })
     .flatten();
     let Some((class_name, print_text, params)) = decision else {

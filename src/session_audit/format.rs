@@ -53,6 +53,40 @@ pub fn redact_password(text: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// pgaudit_siem's own secret-bearing calls (`configure`, `test_connection`, which take
+/// SIEM headers such as tokens): keep the text up to the call's `(`, then `<REDACTED>`.
+/// `None` when the statement calls none of them. Not a pgAudit behaviour: pgAudit has no
+/// such functions, so its lines for every other statement are unaffected.
+pub fn redact_siem_secrets(text: &[u8]) -> Option<Vec<u8>> {
+    const NAMES: [&[u8]; 3] = [b"configure", b"test_connection", b"_send_test_event"];
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    for name in NAMES {
+        let mut from = 0;
+        while let Some(found) = text[from..]
+            .windows(name.len())
+            .position(|w| w.eq_ignore_ascii_case(name))
+        {
+            let start = from + found;
+            let end = start + name.len();
+            from = end;
+            if start > 0 && word(text[start - 1]) {
+                continue;
+            }
+            let mut i = end;
+            while i < text.len() && (text[i] == b'"' || text[i].is_ascii_whitespace()) {
+                i += 1;
+            }
+            if i < text.len() && text[i] == b'(' {
+                let mut out = Vec::with_capacity(i + 1 + REDACTED.len());
+                out.extend_from_slice(&text[..=i]);
+                out.extend_from_slice(REDACTED);
+                return Some(out);
+            }
+        }
+    }
+    None
+}
+
 /// Cuts `text` to at most `limit` bytes on a character boundary and appends
 /// [`TRUNCATED_MARKER`]; returns it unchanged when it fits.
 pub fn truncate(text: &[u8], limit: Option<usize>) -> std::borrow::Cow<'_, [u8]> {
@@ -182,6 +216,22 @@ fn push_int(out: &mut Vec<u8>, value: i64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn siem_secrets_are_redacted() {
+        let r = |t: &str| redact_siem_secrets(t.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            r("SELECT pgaudit_siem.configure('https://x', '{\"Authorization\": \"Bearer t\"}')")
+                .as_deref(),
+            Some("SELECT pgaudit_siem.configure(<REDACTED>")
+        );
+        assert_eq!(
+            r("select * from PGAUDIT_SIEM.\"test_connection\" ($1, $2)").as_deref(),
+            Some("select * from PGAUDIT_SIEM.\"test_connection\" (<REDACTED>")
+        );
+        assert_eq!(r("SELECT reconfigure(1)"), None);
+        assert_eq!(r("SELECT configure_count FROM t"), None);
+    }
+
     use super::*;
 
     fn csv(value: &str) -> String {

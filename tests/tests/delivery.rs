@@ -14,6 +14,10 @@ use pgaudit_siem_tests::Cluster;
 use serde_json::Value;
 
 fn cluster(name: &str) -> Cluster {
+    builder(name).start()
+}
+
+fn builder(name: &str) -> pgaudit_siem_tests::ClusterBuilder {
     Cluster::builder()
         .name(name)
         .preload("pgaudit_siem")
@@ -22,7 +26,6 @@ fn cluster(name: &str) -> Cluster {
         .setting("pgaudit_siem.delivery_retry_max", "'300ms'")
         .setting("pgaudit_siem.delivery_timeout", "'2s'")
         .setting("pgaudit_siem.delivery_connect_timeout", "'1s'")
-        .start()
 }
 
 /// Installs the extension, tracks `t(n int)` and points delivery at `url`.
@@ -184,7 +187,12 @@ fn every_format_delivers_the_outbox_payloads() {
 
 #[test]
 fn configuration_is_for_admins_validated_audited_and_masked() {
-    let cluster = cluster("delivery-config");
+    // Session audit logs everything, with parameters: the tokens must still not appear.
+    let cluster = builder("delivery-config")
+        .setting("pgaudit.featureEnabled", "on")
+        .setting("pgaudit.log", "'all'")
+        .setting("pgaudit.log_parameter", "on")
+        .start();
     let mut c = cluster.connect();
     c.batch_execute(
         "CREATE EXTENSION pgaudit_siem;
