@@ -183,8 +183,7 @@ CREATE VIEW pgaudit_siem.stats AS
            pg_catalog.make_interval(secs => s.current_backoff_ms / 1000.0) AS current_backoff,
            CASE WHEN s.batches > 0 THEN round(s.delivered::numeric / s.batches, 1) END AS avg_batch_size,
            round(s.events_per_second::numeric, 1) AS events_per_second,
-           (SELECT a.pid FROM pg_catalog.pg_stat_activity a
-             WHERE a.backend_type = 'pgaudit_siem delivery' AND a.datname = pg_catalog.current_database() LIMIT 1) AS worker_pid
+           pgaudit_siem._worker_pid() AS worker_pid
       FROM pgaudit_siem.delivery_state s CROSS JOIN pgaudit_siem.siem_config c;
 REVOKE ALL ON pgaudit_siem.stats FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.stats TO pgaudit_admin;
@@ -223,7 +222,8 @@ SELECT pgaudit_siem._start_delivery_at_commit();
         "change_capture",
         send_test_event,
         validate_siem_config,
-        start_delivery_at_commit
+        start_delivery_at_commit,
+        worker_pid
     ],
 );
 
@@ -502,8 +502,20 @@ fn send_test_event(
         let reply = http::post(&agent, &request("POST", url.to_owned(), body));
         judge_test_reply(&reply.outcome, &endpoint)
     });
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     TableIterator::once((ok, status, latency_ms, error))
+}
+
+/// The pid of this database's delivery worker, if it runs (from shared memory, so it is
+/// visible to admins who may not see other sessions in pg_stat_activity).
+#[pg_extern(name = "_worker_pid", volatile, parallel_safe)]
+fn worker_pid() -> Option<i32> {
+    // SAFETY: plain read of a process-global.
+    let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    shmem::snapshot()
+        .slot(dboid)
+        .map(|s| s.pid)
+        .filter(|&pid| pid != 0)
 }
 
 /// Marks the installing transaction so the launcher starts a worker when it commits.

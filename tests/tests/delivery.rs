@@ -253,6 +253,10 @@ fn configuration_is_for_admins_validated_audited_and_masked() {
         .unwrap()
         .get(0);
     assert!(!all_events.contains("s3cret"), "secret in an event");
+    // The admin sees the worker (shared memory, not pg_stat_activity privileges).
+    wait_until("worker pid", Duration::from_secs(20), || {
+        stat(&mut admin, "worker_pid") > 0
+    });
     // Only the extension owner can read the real headers.
     let err = admin
         .query("SELECT headers FROM pgaudit_siem.siem_config", &[])

@@ -1,8 +1,13 @@
 //! The README's demo: a throwaway PostgreSQL 15 cluster with pgaudit_siem preloaded, a
 //! short scripted session, and what the extension produced: its settings, pgAudit-format
-//! audit lines from the server log, and captured change events. The cluster is deleted at
-//! the end. Run it with `bash scripts/demo.sh`, which builds and installs the extension.
+//! audit lines from the server log, captured change events, and what the local SIEM
+//! receiver (this repository's `siem_receiver`, on 127.0.0.1) got from the delivery
+//! worker. The cluster is deleted at the end. Run it with `bash scripts/demo.sh`, which
+//! builds and installs the extension.
 
+use std::time::{Duration, Instant};
+
+use pgaudit_siem_tests::receiver::Receiver;
 use pgaudit_siem_tests::Cluster;
 
 fn section(title: &str) {
@@ -22,7 +27,46 @@ fn run(client: &mut pgaudit_siem_tests::postgres::Client, who: &str, statements:
     }
 }
 
+fn show(client: &mut pgaudit_siem_tests::postgres::Client, who: &str, sql: &str) {
+    println!("{who}=# {sql};");
+    match client.simple_query(sql) {
+        Ok(messages) => {
+            for m in messages {
+                if let pgaudit_siem_tests::postgres::SimpleQueryMessage::Row(row) = m {
+                    let fields: Vec<String> = (0..row.len())
+                        .map(|i| {
+                            format!(
+                                "{} = {}",
+                                row.columns()[i].name(),
+                                row.get(i).unwrap_or("NULL")
+                            )
+                        })
+                        .collect();
+                    println!("  {}", fields.join(" | "));
+                }
+            }
+        }
+        Err(e) => println!(
+            "ERROR:  {}",
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| e.to_string())
+        ),
+    }
+}
+
 fn main() {
+    let output =
+        pgaudit_siem_tests::receiver::default_output().with_file_name("demo-events.ndjson");
+    std::fs::create_dir_all(output.parent().unwrap()).expect("receiver output directory");
+    let _ = std::fs::remove_file(&output);
+    let receiver = Receiver::start(0, Some(&output)).expect("start the local SIEM receiver");
+    section("A local SIEM receiver (siem_receiver) listens on 127.0.0.1");
+    println!(
+        "{} (events are appended to {})",
+        receiver.url("/"),
+        output.display()
+    );
     section(
         "Starting a throwaway PostgreSQL 15 cluster with shared_preload_libraries = 'pgaudit_siem'",
     );
@@ -82,6 +126,25 @@ fn main() {
         ],
     );
 
+    section("The admin enables SIEM integration: endpoint, headers, test, categories, save");
+    let url = receiver.url("/services/collector/event");
+    show(
+        &mut admin,
+        "avnadmin",
+        &format!("SELECT pgaudit_siem.configure('{url}', '{{\"Authorization\": \"Splunk 5e2c1f4b-demo-token\"}}', ARRAY['orgs', 'siem_settings'], 'splunk_hec')"),
+    );
+    show(
+        &mut admin,
+        "avnadmin",
+        "SELECT * FROM pgaudit_siem.test_connection()",
+    );
+    show(&mut admin, "avnadmin", "SELECT pgaudit_siem.enable()");
+    show(
+        &mut admin,
+        "avnadmin",
+        "SELECT enabled, url, headers, categories, format FROM pgaudit_siem.settings",
+    );
+
     section("The application works; its audit lines appear in the server log");
     let records = cluster.session_log("defaultdb", "app", |c| {
         run(
@@ -104,23 +167,49 @@ fn main() {
         println!("LOG:  AUDIT: {line}");
     }
 
-    section("Captured change events (pgaudit_siem.events), waiting for SIEM delivery");
+    section("Settings registered by pgaudit_siem");
+    for row in su.query("SELECT name, setting, context FROM pg_settings WHERE name LIKE 'pgaudit%' ORDER BY name", &[]).unwrap() {
+        let (name, setting, context): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        println!("{name:<40} {setting:<10} {context}");
+    }
+
+    section("Captured change events (pgaudit_siem.events) and delivery statistics");
     let rows = admin
         .query(
-            "SELECT payload::text FROM pgaudit_siem.events ORDER BY created_at",
+            "SELECT category, action, delivered FROM pgaudit_siem.events ORDER BY xid, created_at",
             &[],
         )
         .expect("read events");
     for row in rows {
-        println!("{}", row.get::<_, String>(0));
+        println!(
+            "{:<14} {:<8} delivered = {}",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, bool>(2)
+        );
     }
-
-    section("Settings registered by pgaudit_siem");
-    for row in su.query("SELECT name, setting, context FROM pg_settings WHERE name LIKE 'pgaudit%' ORDER BY name", &[]).unwrap() {
-        let (name, setting, context): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-        println!("{name:<34} {setting:<10} {context}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queued: i64 = admin
+            .query_one("SELECT queued FROM pgaudit_siem.stats", &[])
+            .unwrap()
+            .get(0);
+        if queued == 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    show(&mut admin, "avnadmin", "SELECT queued, delivered, retried, dead_lettered, last_http_status, avg_batch_size, worker_pid FROM pgaudit_siem.stats");
     drop((su, su_db, admin));
     drop(cluster);
     println!("\ncluster stopped and removed");
+
+    section(&format!(
+        "What the SIEM received ({}), in Splunk HEC envelopes",
+        output.display()
+    ));
+    drop(receiver);
+    for line in pgaudit_siem_tests::receiver::read_output(&output) {
+        println!("{}", serde_json::to_string_pretty(&line["event"]).unwrap());
+    }
 }
