@@ -5,7 +5,7 @@
 //! - Any other status outside 2xx is permanent for that event: it goes to the dead-letter
 //!   table with the status and a response excerpt.
 //! - Backoff is exponential with full jitter (AWS "full jitter": uniform in
-//!   `[base, min(cap, base * 2^attempt)]`), and a `Retry-After` from the receiver wins
+//!   `[base, min(cap, base * 2^(attempt+1))]`), and a `Retry-After` from the receiver wins
 //!   when it asks for longer (capped, so a bogus header cannot stall delivery for days).
 
 use std::time::Duration;
@@ -48,9 +48,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// Exponential backoff with full jitter. `random` is a uniform sample in `[0, 1)`.
+/// Exponential backoff with full jitter: attempt `n` (from 0) waits between `base` and
+/// `base * 2^(n+1)`, capped. `random` is a uniform sample in `[0, 1)`.
 pub fn backoff(attempt: u32, base: Duration, cap: Duration, random: f64) -> Duration {
-    let exponent = attempt.min(30);
+    let exponent = attempt.saturating_add(1).min(30);
     let ceiling = base
         .saturating_mul(1u32 << exponent.min(31))
         .min(cap)
@@ -99,14 +100,17 @@ mod tests {
         let (base, cap) = (Duration::from_millis(500), Duration::from_secs(60));
         assert_eq!(backoff(0, base, cap, 0.0), base);
         assert_eq!(backoff(0, base, cap, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(3, base, cap, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(3, base, cap, 1.0), Duration::from_secs(8));
         assert_eq!(backoff(20, base, cap, 1.0), cap);
         assert_eq!(
             backoff(u32::MAX, base, cap, 0.999_999).min(cap),
             backoff(u32::MAX, base, cap, 0.999_999)
         );
         let mid = backoff(4, base, cap, 0.5);
-        assert!(mid > base && mid < Duration::from_secs(8), "{mid:?}");
+        assert!(
+            mid > Duration::from_secs(4) && mid < Duration::from_secs(16),
+            "{mid:?}"
+        );
     }
 
     #[test]

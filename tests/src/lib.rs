@@ -332,6 +332,49 @@ impl Cluster {
         ))
     }
 
+    /// A streaming-replication hot standby of this cluster (`pg_basebackup -R`), started
+    /// with `builder`'s settings on its own port and directory.
+    pub fn start_standby(&self, builder: ClusterBuilder) -> Cluster {
+        let dir = new_cluster_dir(&format!("{}-standby", builder.name));
+        let mut standby = Cluster {
+            dir: dir.clone(),
+            data: dir.join("data"),
+            port: 0,
+            started: false,
+        };
+        let mut backup = pg_command("pg_basebackup");
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .arg("-D")
+            .arg(&standby.data);
+        run_checked(backup, "pg_basebackup");
+        standby.port = free_port();
+        standby.write_conf(&builder);
+        standby
+            .pg_ctl_start()
+            .unwrap_or_else(|e| panic!("standby did not start: {e}"));
+        standby.started = true;
+        standby.wait_ready();
+        standby
+    }
+
+    /// Promotes a standby (`pg_ctl promote -w`).
+    pub fn promote(&self) {
+        let mut cmd = pg_command("pg_ctl");
+        cmd.args(["promote", "-w", "-D"]).arg(&self.data);
+        run_checked(cmd, "pg_ctl promote");
+    }
+
     /// Starts a stopped cluster again with extra `postgres` command-line options
     /// (e.g. `-b` for binary-upgrade mode).
     pub fn start_with_server_options(&mut self, server_options: &[&str]) {

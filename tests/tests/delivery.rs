@@ -877,4 +877,55 @@ fn workers_follow_create_and_drop_of_extensions_and_databases() {
     wait_until("worker restarted", Duration::from_secs(20), || {
         worker_pid(&mut c, "later").is_some_and(|p| p != pid)
     });
+    // Every exit was clean: no worker ended with an error or a signal.
+    let log = cluster.server_log();
+    assert!(
+        !log.lines().any(|l| l.contains("pgaudit_siem")
+            && (l.contains("exited with exit code") || l.contains("terminated by signal"))),
+        "{log}"
+    );
+}
+
+#[test]
+fn workers_run_only_on_a_primary() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let primary = cluster("delivery-primary");
+    let mut c = primary.connect();
+    setup(&mut c, &receiver.url("/ingest"), "ndjson");
+    wait_until("worker on the primary", Duration::from_secs(20), || {
+        worker_pid(&mut c, "postgres").is_some()
+    });
+    let standby = primary.start_standby(builder("delivery-primary"));
+    let mut s = standby.connect();
+    let ours = |s: &mut Client| -> i64 {
+        s.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pgaudit_siem%'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // Replicated events are not delivered twice: the standby runs no launcher and no worker.
+    c.batch_execute("INSERT INTO t VALUES (1)").unwrap();
+    wait_until("replicated event", Duration::from_secs(20), || {
+        s.query_one(
+            "SELECT count(*) FROM pgaudit_siem.outbox WHERE category = 'orgs'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ours(&mut s), 0);
+    wait_until("delivery from the primary", Duration::from_secs(20), || {
+        received_markers(&receiver) == [1]
+    });
+    // Promotion starts them.
+    drop(c);
+    standby.promote();
+    wait_until("worker after promotion", Duration::from_secs(30), || {
+        worker_pid(&mut s, "postgres").is_some()
+    });
+    assert_eq!(ours(&mut s), 2, "launcher and one worker");
 }
