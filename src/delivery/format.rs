@@ -120,42 +120,27 @@ pub fn encode(format: Format, events: &[&Event], hec: &HecSource) -> Vec<u8> {
     body
 }
 
-/// The per-item outcome of an OpenSearch bulk response: `None` if the response is not
-/// a bulk response (then the HTTP status decides for the whole request), otherwise one
-/// HTTP status per item in request order.
-pub fn bulk_item_statuses(response: &[u8], expected_items: usize) -> Option<Vec<u16>> {
-    let text = std::str::from_utf8(response).ok()?;
-    // Fast path: `"errors":false` means every item succeeded.
-    let errors_at = text.find("\"errors\"")?;
-    let after = text[errors_at + 8..]
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start();
-    if after.starts_with("false") {
-        return Some(vec![200; expected_items]);
+/// The per-item outcome of an OpenSearch bulk response: `None` if the response is not a
+/// bulk response for these items (then the whole request is retried), otherwise one
+/// (HTTP status, the item's own answer as JSON text) per item, in request order.
+pub fn bulk_items(response: &[u8], expected_items: usize) -> Option<Vec<(u16, String)>> {
+    let answer: serde_json::Value = serde_json::from_slice(response).ok()?;
+    if answer.get("errors") == Some(&serde_json::Value::Bool(false)) {
+        return Some(vec![(200, String::new()); expected_items]);
     }
-    // Otherwise read each item's "status" in order. Items are objects keyed by the action
-    // ("create"/"index"), each with a numeric "status"; nothing else in a bulk response
-    // uses that key at item level before the item's own status.
-    let items_at = text.find("\"items\"")?;
-    let mut rest = &text[items_at..];
-    let mut statuses = Vec::with_capacity(expected_items);
-    while let Some(pos) = rest.find("\"status\"") {
-        rest = &rest[pos + 8..];
-        let digits: String = rest
-            .trim_start()
-            .strip_prefix(':')?
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
-        statuses.push(digits.parse().ok()?);
+    let items = answer.get("items")?.as_array()?;
+    if items.len() != expected_items {
+        return None;
     }
-    if statuses.len() == expected_items {
-        Some(statuses)
-    } else {
-        None
-    }
+    items
+        .iter()
+        .map(|item| {
+            // Each item is {"<action>": {..., "status": N, "error": {...}}}.
+            let result = item.as_object()?.values().next()?;
+            let status = u16::try_from(result.get("status")?.as_u64()?).ok()?;
+            Some((status, result.to_string()))
+        })
+        .collect()
 }
 
 /// A clearly marked synthetic event for `test_connection()`.
@@ -227,18 +212,23 @@ mod tests {
 
     #[test]
     fn bulk_responses_give_item_statuses() {
-        assert_eq!(
-            bulk_item_statuses(br#"{"took":3,"errors":false,"items":[]}"#, 2),
-            Some(vec![200, 200])
-        );
+        let ok = bulk_items(br#"{"took":3,"errors":false,"items":[]}"#, 2).unwrap();
+        assert_eq!(ok.iter().map(|i| i.0).collect::<Vec<_>>(), [200, 200]);
         let mixed = br#"{"took":3,"errors":true,"items":[{"create":{"_id":"a","status":201}},{"create":{"_id":"b","status":429,"error":{"type":"es_rejected_execution_exception","reason":"x"}}},{"create":{"_id":"c","status":409,"error":{"type":"version_conflict_engine_exception"}}}]}"#;
-        assert_eq!(bulk_item_statuses(mixed, 3), Some(vec![201, 429, 409]));
+        let items = bulk_items(mixed, 3).unwrap();
         assert_eq!(
-            bulk_item_statuses(mixed, 2),
-            None,
+            items.iter().map(|i| i.0).collect::<Vec<_>>(),
+            [201, 429, 409]
+        );
+        assert!(
+            items[1].1.contains("es_rejected_execution_exception")
+                && !items[1].1.contains("version_conflict")
+        );
+        assert!(
+            bulk_items(mixed, 2).is_none(),
             "item count mismatch is not trusted"
         );
-        assert_eq!(bulk_item_statuses(b"ok", 1), None);
+        assert!(bulk_items(b"ok", 1).is_none());
     }
 
     #[test]

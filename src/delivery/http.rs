@@ -151,16 +151,7 @@ fn send(agent: &ureq::Agent, request: &Request) -> Outcome {
         &request.body
     };
     let result = if request.method == "GET" {
-        let mut builder = agent.get(&request.url);
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        builder
-            .config()
-            .timeout_connect(Some(request.connect_timeout))
-            .timeout_global(Some(request.timeout))
-            .build()
-            .call()
+        with_headers_and_timeouts(agent.get(&request.url), request).call()
     } else {
         let mut builder = agent
             .post(&request.url)
@@ -168,15 +159,7 @@ fn send(agent: &ureq::Agent, request: &Request) -> Outcome {
         if request.gzip && !request.body.is_empty() {
             builder = builder.header("Content-Encoding", "gzip");
         }
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        builder
-            .config()
-            .timeout_connect(Some(request.connect_timeout))
-            .timeout_global(Some(request.timeout))
-            .build()
-            .send(payload)
+        with_headers_and_timeouts(builder, request).send(payload)
     };
     match result {
         Ok(mut response) => {
@@ -212,6 +195,20 @@ fn send(agent: &ureq::Agent, request: &Request) -> Outcome {
             failed(kind, format!("{what} ({endpoint})"))
         }
     }
+}
+
+fn with_headers_and_timeouts<B>(
+    mut builder: ureq::RequestBuilder<B>,
+    request: &Request,
+) -> ureq::RequestBuilder<B> {
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder
+        .config()
+        .timeout_connect(Some(request.connect_timeout))
+        .timeout_global(Some(request.timeout))
+        .build()
 }
 
 fn failed(kind: FailureKind, message: String) -> Outcome {

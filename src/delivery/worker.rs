@@ -289,18 +289,7 @@ impl Worker {
         pending: &[usize],
     ) -> Option<Vec<ItemResult>> {
         if !config.format.batches() {
-            let mut results = Vec::with_capacity(pending.len());
-            for &i in pending {
-                if let Some(ItemResult::Retry { .. }) = results.last() {
-                    let previous = results.last().cloned().unwrap();
-                    results.push(previous);
-                    continue;
-                }
-                let body = format::encode(config.format, &[&events[i]], &self.hec);
-                let reply = self.exchange(self.request(config, settings, body))?;
-                results.push(judge(&reply.outcome));
-            }
-            return Some(results);
+            return self.send_one_by_one(config, settings, events, pending);
         }
         let chosen: Vec<&Event> = pending.iter().map(|&i| &events[i]).collect();
         let body = format::encode(config.format, &chosen, &self.hec);
@@ -310,22 +299,8 @@ impl Worker {
             (Outcome::Response { body, .. }, ItemResult::Delivered)
                 if config.format == Format::OpensearchBulk =>
             {
-                Some(match format::bulk_item_statuses(body, chosen.len()) {
-                    Some(statuses) => statuses
-                        .into_iter()
-                        .map(|status| match retry::classify_bulk_item(status) {
-                            Disposition::Delivered => ItemResult::Delivered,
-                            Disposition::Retry => ItemResult::Retry {
-                                status: Some(status),
-                                retry_after: None,
-                                error: format!("bulk item answered HTTP {status}"),
-                            },
-                            Disposition::DeadLetter => ItemResult::DeadLetter {
-                                status,
-                                excerpt: bulk_item_excerpt(body),
-                            },
-                        })
-                        .collect(),
+                Some(match format::bulk_items(body, chosen.len()) {
+                    Some(items) => items.into_iter().map(judge_bulk_item).collect(),
                     // An answer we cannot match item by item: resend everything
                     // (create with _id makes that idempotent).
                     None => vec![
@@ -338,24 +313,34 @@ impl Worker {
                     ],
                 })
             }
+            // One bad event must not take its batch with it: find it by sending the events
+            // one at a time.
             (_, ItemResult::DeadLetter { .. }) if chosen.len() > 1 => {
-                // One bad event must not take its batch with it: find it by sending the
-                // events one at a time.
-                let mut results = Vec::with_capacity(pending.len());
-                for &i in pending {
-                    if let Some(ItemResult::Retry { .. }) = results.last() {
-                        let previous = results.last().cloned().unwrap();
-                        results.push(previous);
-                        continue;
-                    }
-                    let body = format::encode(config.format, &[&events[i]], &self.hec);
-                    let reply = self.exchange(self.request(config, settings, body))?;
-                    results.push(judge(&reply.outcome));
-                }
-                Some(results)
+                self.send_one_by_one(config, settings, events, pending)
             }
             _ => Some(vec![whole; chosen.len()]),
         }
+    }
+
+    /// One request per event; after the first retryable failure the rest wait as well.
+    fn send_one_by_one(
+        &mut self,
+        config: &Config,
+        settings: &DeliverySettings,
+        events: &[Event],
+        pending: &[usize],
+    ) -> Option<Vec<ItemResult>> {
+        let mut results: Vec<ItemResult> = Vec::with_capacity(pending.len());
+        for &i in pending {
+            if let Some(failed @ ItemResult::Retry { .. }) = results.last() {
+                results.push(failed.clone());
+                continue;
+            }
+            let body = format::encode(config.format, &[&events[i]], &self.hec);
+            let reply = self.exchange(self.request(config, settings, body))?;
+            results.push(judge(&reply.outcome));
+        }
+        Some(results)
     }
 
     fn deliver(&mut self, mut config: Config, batch: Batch, settings: &DeliverySettings) {
@@ -364,15 +349,10 @@ impl Worker {
         let mut dead: Vec<(usize, u16, String)> = Vec::new();
         let mut last_status: Option<u16> = None;
         while !pending.is_empty() {
-            // SAFETY: reporting our own activity with a NUL-terminated string.
-            let activity = std::ffi::CString::new(format!("delivering {} events", pending.len()))
-                .unwrap_or_default();
-            unsafe {
-                pg_sys::pgstat_report_activity(
-                    pg_sys::BackendState::STATE_RUNNING,
-                    activity.as_ptr(),
-                )
-            };
+            report_activity(
+                pg_sys::BackendState::STATE_RUNNING,
+                Some(&format!("delivering {} events", pending.len())),
+            );
             let Some(results) = self.attempt_send(&config, settings, &batch.events, &pending)
             else {
                 return;
@@ -418,13 +398,10 @@ impl Worker {
             BackgroundWorker::transaction(|| record_failure(failed, status, &error, delay));
             report_stat();
             let deadline = Instant::now() + delay;
-            // SAFETY: as above.
-            unsafe {
-                pg_sys::pgstat_report_activity(
-                    pg_sys::BackendState::STATE_IDLE,
-                    c"waiting to retry delivery".as_ptr(),
-                )
-            };
+            report_activity(
+                pg_sys::BackendState::STATE_IDLE,
+                Some("waiting to retry delivery"),
+            );
             loop {
                 let now = Instant::now();
                 if now >= deadline {
@@ -461,10 +438,7 @@ impl Worker {
         });
         report_stat();
         self.attempt = 0;
-        // SAFETY: as above.
-        unsafe {
-            pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null())
-        };
+        report_activity(pg_sys::BackendState::STATE_IDLE, None);
     }
 
     fn rate(&mut self, delivered: u64) -> f64 {
@@ -501,6 +475,18 @@ impl Worker {
         });
         report_stat();
     }
+}
+
+/// What pg_stat_activity shows for this worker (`query` and `state`).
+fn report_activity(state: pg_sys::BackendState::Type, text: Option<&str>) {
+    let text = text.and_then(|t| std::ffi::CString::new(t).ok());
+    // SAFETY: PostgreSQL copies the NUL-terminated string (or takes NULL) immediately.
+    unsafe {
+        pg_sys::pgstat_report_activity(
+            state,
+            text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
+        )
+    };
 }
 
 fn report_stat() {
@@ -546,8 +532,22 @@ fn judge(outcome: &Outcome) -> ItemResult {
     }
 }
 
-fn bulk_item_excerpt(body: &[u8]) -> String {
-    http::excerpt(body)
+fn judge_bulk_item((status, answer): (u16, String)) -> ItemResult {
+    match retry::classify_bulk_item(status) {
+        Disposition::Delivered => ItemResult::Delivered,
+        Disposition::Retry => ItemResult::Retry {
+            status: Some(status),
+            retry_after: None,
+            error: format!(
+                "bulk item answered HTTP {status}: {}",
+                http::excerpt(answer.as_bytes())
+            ),
+        },
+        Disposition::DeadLetter => ItemResult::DeadLetter {
+            status,
+            excerpt: http::excerpt(answer.as_bytes()),
+        },
+    }
 }
 
 fn read_config(require_enabled: bool) -> Option<Config> {
