@@ -183,6 +183,16 @@ fn every_format_delivers_the_outbox_payloads() {
     assert!(receiver.events()[before..]
         .iter()
         .all(|r| r.event["event"]["category"] == "orgs"));
+
+    // Compressed request bodies (Content-Encoding: gzip) decode to the same events.
+    cluster.alter_system(&[("pgaudit_siem.delivery_gzip", "on")]);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = receiver.event_count();
+    c.batch_execute("INSERT INTO t VALUES (104)").unwrap();
+    wait_until("gzip event", Duration::from_secs(20), || receiver.event_count() > before);
+    let last = receiver.events().pop().unwrap();
+    assert!(last.headers.contains(&("content-encoding".into(), "gzip".into())), "{:?}", last.headers);
+    assert_eq!(last.event["changes"]["data_after"][0]["n"], 104);
 }
 
 #[test]
