@@ -8,6 +8,7 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-15-pgaudit postgresql-contrib
   libclang-dev clang sudo pkg-config gcc make sqlsmith
+  openssl socat
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -89,6 +89,14 @@ static DELIVERY_RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(500);
 static DELIVERY_RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 /// `pgaudit_siem.delivery_gzip`: compress request bodies.
 static DELIVERY_GZIP: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pgaudit_siem.delivery_ca_file`: PEM CA bundle trusted instead of the built-in roots.
+static DELIVERY_CA_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+/// `pgaudit_siem.delivery_client_cert_file` / `_key_file`: mutual TLS.
+static DELIVERY_CLIENT_CERT_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+static DELIVERY_CLIENT_KEY_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
 
 /// Parsed `pgaudit.log` bitmap, installed by the assign hook.
 static LOG_CLASS_BITS: AtomicU32 = AtomicU32::new(classes::NONE);
@@ -248,6 +256,13 @@ fn init_delivery() {
             GucContext::Sighup,
             flags,
         );
+    }
+    for (name, description, setting) in [
+        (c"pgaudit_siem.delivery_ca_file", c"PEM file of CA certificates trusted for https SIEM endpoints instead of the built-in Mozilla roots.", &DELIVERY_CA_FILE),
+        (c"pgaudit_siem.delivery_client_cert_file", c"PEM client certificate (chain) presented to the SIEM for mutual TLS.", &DELIVERY_CLIENT_CERT_FILE),
+        (c"pgaudit_siem.delivery_client_key_file", c"PEM private key of the client certificate for mutual TLS.", &DELIVERY_CLIENT_KEY_FILE),
+    ] {
+        GucRegistry::define_string_guc(name, description, c"", setting, GucContext::Sighup, GucFlags::SUPERUSER_ONLY);
     }
     GucRegistry::define_bool_guc(
         c"pgaudit_siem.delivery_gzip",
@@ -537,7 +552,7 @@ pub fn max_event_bytes() -> usize {
 }
 
 /// Delivery settings, read once per batch.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DeliverySettings {
     pub batch_events: usize,
     pub batch_bytes: usize,
@@ -546,6 +561,7 @@ pub struct DeliverySettings {
     pub retry_base: std::time::Duration,
     pub retry_max: std::time::Duration,
     pub gzip: bool,
+    pub tls: crate::delivery::http::TlsFiles,
 }
 
 pub fn delivery() -> DeliverySettings {
@@ -558,6 +574,11 @@ pub fn delivery() -> DeliverySettings {
         retry_base: ms(&DELIVERY_RETRY_BASE),
         retry_max: ms(&DELIVERY_RETRY_MAX),
         gzip: DELIVERY_GZIP.get(),
+        tls: crate::delivery::http::TlsFiles {
+            ca_file: text_setting(&DELIVERY_CA_FILE),
+            client_cert_file: text_setting(&DELIVERY_CLIENT_CERT_FILE),
+            client_key_file: text_setting(&DELIVERY_CLIENT_KEY_FILE),
+        },
     }
 }
 

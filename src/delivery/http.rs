@@ -67,6 +67,18 @@ pub struct Request {
     pub gzip: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    pub tls: TlsFiles,
+}
+
+/// Server-side files that change whom the client trusts and how it identifies itself:
+/// a CA bundle replacing the built-in Mozilla roots (private CAs), and a client
+/// certificate and key for mutual TLS (QRadar's HTTP receiver, for one, requires it).
+/// Empty strings: not used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_file: String,
+    pub client_cert_file: String,
+    pub client_key_file: String,
 }
 
 /// What came back.
@@ -106,16 +118,72 @@ pub fn endpoint_label(url: &str) -> String {
         .unwrap_or_else(|| "the endpoint".to_owned())
 }
 
-/// A keep-alive agent. Timeouts are set per request.
-pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn read_pem(what: &str, path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the {what} file \"{path}\": {}", e.kind()))
+}
+
+fn tls_config(tls: &TlsFiles) -> Result<ureq::tls::TlsConfig, String> {
+    use ureq::tls::{
+        parse_pem, Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig,
+    };
+    let certificates = |what: &str, path: &str| -> Result<Vec<Certificate<'static>>, String> {
+        let pem = read_pem(what, path)?;
+        let certs: Vec<Certificate<'static>> = parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(format!(
+                "the {what} file \"{path}\" holds no PEM certificate"
+            ));
+        }
+        Ok(certs)
+    };
+    let mut builder = TlsConfig::builder();
+    if !tls.ca_file.is_empty() {
+        builder = builder.root_certs(RootCerts::new_with_certs(&certificates(
+            "CA",
+            &tls.ca_file,
+        )?));
+    }
+    match (tls.client_cert_file.is_empty(), tls.client_key_file.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            let chain = certificates("client certificate", &tls.client_cert_file)?;
+            let key_pem = read_pem("client key", &tls.client_key_file)?;
+            let key = PrivateKey::from_pem(&key_pem)
+                .map_err(|_| format!("the client key file \"{}\" holds no PEM private key", tls.client_key_file))?;
+            builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+        }
+        _ => return Err("a client certificate needs both delivery_client_cert_file and delivery_client_key_file".into()),
+    }
+    Ok(builder.build())
+}
+
+/// A keep-alive agent trusting `tls`. Timeouts are set per request.
+pub fn agent(tls: &TlsFiles) -> Result<ureq::Agent, String> {
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls_config(tls)?)
         .http_status_as_error(false)
         .max_idle_connections(4)
         .max_idle_connections_per_host(2)
         .max_redirects(0)
         .user_agent(concat!("pgaudit_siem/", env!("CARGO_PKG_VERSION")))
         .build()
-        .into()
+        .into())
+}
+
+/// Sends `request` with a fresh agent (no connection reuse): for one-off requests.
+pub fn post_once(request: &Request) -> Reply {
+    match agent(&request.tls) {
+        Ok(agent) => post(&agent, request),
+        Err(message) => Reply {
+            outcome: failed(FailureKind::Tls, message),
+            elapsed: Duration::ZERO,
+        },
+    }
 }
 
 /// Sends `request` and waits for the answer.
@@ -236,11 +304,11 @@ pub fn classify_error(error: &ureq::Error) -> (FailureKind, String) {
                 FailureKind::Protocol,
                 format!("connection closed by the receiver ({})", e.kind()),
             ),
-            ErrorKind::InvalidData
-                if e.to_string().contains("tls") || e.to_string().contains("TLS") =>
-            {
-                (FailureKind::Tls, "TLS error: invalid data".into())
-            }
+            // rustls reports handshake and certificate failures as InvalidData I/O errors.
+            ErrorKind::InvalidData => (
+                FailureKind::Tls,
+                format!("TLS error: {}", sanitize(&e.to_string())),
+            ),
             other => (FailureKind::Connect, format!("I/O error: {other}")),
         },
         ureq::Error::Protocol(e) => (FailureKind::Protocol, format!("invalid HTTP response: {e}")),
@@ -292,10 +360,21 @@ impl Sender {
             .name("pgaudit_siem http".into())
             .spawn(move || {
                 block_all_signals();
-                let agent = agent();
+                let mut current: Option<(TlsFiles, Result<ureq::Agent, String>)> = None;
                 let mut wake_write = wake_write;
                 while let Ok(request) = job_rx.recv() {
-                    let reply = post(&agent, &request);
+                    // Keep the agent (and its pooled connections) until the TLS files change.
+                    if current.as_ref().is_none_or(|(tls, _)| *tls != request.tls) {
+                        current = Some((request.tls.clone(), agent(&request.tls)));
+                    }
+                    let reply = match current.as_ref().map(|(_, a)| a) {
+                        Some(Ok(agent)) => post(agent, &request),
+                        Some(Err(message)) => Reply {
+                            outcome: failed(FailureKind::Tls, message.clone()),
+                            elapsed: Duration::ZERO,
+                        },
+                        None => unreachable!("set just above"),
+                    };
                     if reply_tx.send(reply).is_err() {
                         break;
                     }
@@ -382,6 +461,24 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_tls_files_are_reported() {
+        let tls = TlsFiles {
+            ca_file: "/nonexistent/ca.pem".into(),
+            ..TlsFiles::default()
+        };
+        let error = agent(&tls).err().unwrap();
+        assert_eq!(
+            error,
+            "cannot read the CA file \"/nonexistent/ca.pem\": entity not found"
+        );
+        let half = TlsFiles {
+            client_cert_file: "/x".into(),
+            ..TlsFiles::default()
+        };
+        assert!(agent(&half).err().unwrap().contains("needs both"));
+    }
+
+    #[test]
     fn refused_connections_fail_fast() {
         // A port nobody listens on (bound then closed).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -389,19 +486,17 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let reply = post(
-            &agent(),
-            &Request {
-                method: "POST",
-                url: format!("http://127.0.0.1:{port}/"),
-                headers: vec![],
-                content_type: "application/json",
-                body: b"{}".to_vec(),
-                gzip: true,
-                connect_timeout: Duration::from_secs(2),
-                timeout: Duration::from_secs(2),
-            },
-        );
+        let reply = post_once(&Request {
+            method: "POST",
+            url: format!("http://127.0.0.1:{port}/"),
+            headers: vec![],
+            content_type: "application/json",
+            body: b"{}".to_vec(),
+            gzip: true,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            tls: TlsFiles::default(),
+        });
         match reply.outcome {
             Outcome::Failed { kind, .. } => assert_eq!(kind, FailureKind::Connect),
             other => panic!("{other:?}"),

@@ -437,7 +437,6 @@ fn send_test_event(
     // A test must answer quickly even when the configured request timeout is long.
     let timeout = settings.timeout.min(Duration::from_secs(10));
     let connect_timeout = settings.connect_timeout.min(timeout);
-    let agent = http::agent();
     let endpoint = http::endpoint_label(url);
     let request = |method, url: String, body: Vec<u8>| http::Request {
         method,
@@ -448,12 +447,13 @@ fn send_test_event(
         gzip: settings.gzip && method == "POST",
         connect_timeout,
         timeout,
+        tls: settings.tls.clone(),
     };
     let started = std::time::Instant::now();
     let mut result = None;
     if format == format::Format::SplunkHec {
         if let Some(health) = hec_health_url(url) {
-            let reply = http::post(&agent, &request("GET", health, Vec::new()));
+            let reply = http::post_once(&request("GET", health, Vec::new()));
             match &reply.outcome {
                 http::Outcome::Response {
                     status: 400 | 401 | 403,
@@ -499,7 +499,7 @@ fn send_test_event(
             source: format!("pgaudit_siem:{database}"),
         };
         let body = format::encode(format, &[&event], &hec);
-        let reply = http::post(&agent, &request("POST", url.to_owned(), body));
+        let reply = http::post_once(&request("POST", url.to_owned(), body));
         judge_test_reply(&reply.outcome, &endpoint)
     });
     let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;

@@ -198,7 +198,7 @@ impl Worker {
                 }
                 Plan::Deliver(config, batch) => {
                     self.blocked_wait = Duration::from_millis(5);
-                    self.deliver(config, batch, &settings);
+                    self.deliver(config, batch, settings);
                     self.maybe_purge();
                 }
             }
@@ -216,7 +216,8 @@ impl Worker {
     }
 
     /// Waits for the latch (and the HTTP thread, if `http`), a timeout, or a signal.
-    fn wait(&mut self, timeout: Option<Duration>, http: bool) {
+    /// Returns whether the configuration file was reloaded (SIGHUP).
+    fn wait(&mut self, timeout: Option<Duration>, http: bool) -> bool {
         let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_EXIT_ON_PM_DEATH;
         if timeout.is_some() {
             events |= pg_sys::WL_TIMEOUT;
@@ -247,7 +248,9 @@ impl Worker {
             // SAFETY: outside any transaction, in the main thread, as PostgreSQL's own
             // processes reload their configuration.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            return true;
         }
+        false
     }
 
     /// Sends one request; `None` if the worker must stop first.
@@ -276,6 +279,7 @@ impl Worker {
             gzip: settings.gzip,
             connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
+            tls: settings.tls.clone(),
         }
     }
 
@@ -343,7 +347,7 @@ impl Worker {
         Some(results)
     }
 
-    fn deliver(&mut self, mut config: Config, batch: Batch, settings: &DeliverySettings) {
+    fn deliver(&mut self, mut config: Config, batch: Batch, mut settings: DeliverySettings) {
         let mut pending: Vec<usize> = batch.forward.clone();
         let mut attempts = vec![0i32; batch.events.len()];
         let mut dead: Vec<(usize, u16, String)> = Vec::new();
@@ -353,7 +357,7 @@ impl Worker {
                 pg_sys::BackendState::STATE_RUNNING,
                 Some(&format!("delivering {} events", pending.len())),
             );
-            let Some(results) = self.attempt_send(&config, settings, &batch.events, &pending)
+            let Some(results) = self.attempt_send(&config, &settings, &batch.events, &pending)
             else {
                 return;
             };
@@ -407,16 +411,18 @@ impl Worker {
                 if now >= deadline {
                     break;
                 }
-                self.wait(Some(deadline - now), false);
+                let reloaded = self.wait(Some(deadline - now), false);
                 if self.shutdown {
                     return;
                 }
-                // An admin may have fixed the endpoint or switched delivery off.
+                // An admin may have fixed the endpoint, the TLS files or the timeouts, or
+                // switched delivery off: retry at once with what is current.
                 let current = BackgroundWorker::transaction(|| read_config(true));
                 match current {
-                    Some(c) if c.version == config.version => {}
+                    Some(c) if c.version == config.version && !reloaded => {}
                     Some(c) => {
                         config = c;
+                        settings = gucs::delivery();
                         self.attempt = 0;
                         break;
                     }

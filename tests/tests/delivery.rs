@@ -189,9 +189,16 @@ fn every_format_delivers_the_outbox_payloads() {
     std::thread::sleep(Duration::from_millis(300));
     let before = receiver.event_count();
     c.batch_execute("INSERT INTO t VALUES (104)").unwrap();
-    wait_until("gzip event", Duration::from_secs(20), || receiver.event_count() > before);
+    wait_until("gzip event", Duration::from_secs(20), || {
+        receiver.event_count() > before
+    });
     let last = receiver.events().pop().unwrap();
-    assert!(last.headers.contains(&("content-encoding".into(), "gzip".into())), "{:?}", last.headers);
+    assert!(
+        last.headers
+            .contains(&("content-encoding".into(), "gzip".into())),
+        "{:?}",
+        last.headers
+    );
     assert_eq!(last.event["changes"]["data_after"][0]["n"], 104);
 }
 
@@ -941,4 +948,148 @@ fn workers_run_only_on_a_primary() {
         worker_pid(&mut s, "postgres").is_some()
     });
     assert_eq!(ours(&mut s), 2, "launcher and one worker");
+}
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with
+/// the openssl CLI in a directory the server's OS user can read.
+fn certificates(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=pgaudit-siem-test-ca
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -keyout $who.key -out $who.csr -subj /CN=127.0.0.1
+done
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > client.ext
+for who in server client; do
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 1 -extfile $who.ext
+done
+chmod 755 . && chmod 644 *"#;
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child process killed when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// socat terminating TLS on a free port in front of `target` (mutual TLS if `verify`).
+fn tls_front(dir: &std::path::Path, target: u16, verify: bool) -> (KillOnDrop, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!(
+        "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={0}/server.pem,key={0}/server.key,cafile={0}/ca.pem,verify={1}",
+        dir.display(),
+        u8::from(verify)
+    );
+    let child = std::process::Command::new("socat")
+        .args([listen.as_str(), &format!("TCP:127.0.0.1:{target}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("socat (installed by scripts/setup.sh)");
+    wait_until("TLS front", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (child, port)
+}
+
+#[test]
+fn https_with_a_private_ca_and_mutual_tls() {
+    let dir = std::env::temp_dir().join(format!("pgaudit_siem_tls_{}", std::process::id()));
+    certificates(&dir);
+    let receiver = Receiver::start(0, None).unwrap();
+    let (front, port) = tls_front(&dir, receiver.port(), false);
+    let cluster = cluster("delivery-tls");
+    let mut c = cluster.connect();
+    setup(
+        &mut c,
+        &format!("https://127.0.0.1:{port}/ingest"),
+        "ndjson",
+    );
+    let test = |c: &mut Client| -> (bool, Option<String>) {
+        let row = c
+            .query_one("SELECT ok, error FROM pgaudit_siem.test_connection()", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    // The built-in Mozilla roots do not know this CA.
+    let (ok, error) = test(&mut c);
+    assert!(!ok);
+    assert!(error.as_deref().unwrap().starts_with("tls: "), "{error:?}");
+    // Trust the private CA: test and delivery work.
+    let ca = dir.join("ca.pem").display().to_string();
+    cluster.alter_system(&[("pgaudit_siem.delivery_ca_file", &format!("'{ca}'"))]);
+    std::thread::sleep(Duration::from_millis(300));
+    c = cluster.connect();
+    let (ok, error) = test(&mut c);
+    assert!(ok, "{error:?}");
+    c.batch_execute("INSERT INTO t VALUES (1)").unwrap();
+    wait_until("event over https", Duration::from_secs(20), || {
+        received_markers(&receiver) == [1]
+    });
+    // Mutual TLS: without a client certificate the handshake fails; with one it works.
+    drop(front);
+    let (_front, mtls_port) = tls_front(&dir, receiver.port(), true);
+    c.execute(
+        "SELECT pgaudit_siem.configure($1, '{}', NULL, 'ndjson')",
+        &[&format!("https://127.0.0.1:{mtls_port}/ingest")],
+    )
+    .unwrap();
+    let (ok, error) = test(&mut c);
+    assert!(!ok, "handshake without a client certificate");
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("tls: ") || e.starts_with("protocol: ")),
+        "{error:?}"
+    );
+    let (cert, key) = (
+        dir.join("client.pem").display().to_string(),
+        dir.join("client.key").display().to_string(),
+    );
+    cluster.alter_system(&[
+        (
+            "pgaudit_siem.delivery_client_cert_file",
+            &format!("'{cert}'"),
+        ),
+        ("pgaudit_siem.delivery_client_key_file", &format!("'{key}'")),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    c = cluster.connect();
+    let (ok, error) = test(&mut c);
+    assert!(ok, "{error:?}");
+    c.batch_execute("INSERT INTO t VALUES (2)").unwrap();
+    wait_until("event over mutual TLS", Duration::from_secs(20), || {
+        received_markers(&receiver) == [1, 2]
+    });
+    // Only superusers may point the server at files.
+    c.batch_execute("CREATE ROLE avnadmin LOGIN IN ROLE pgaudit_admin")
+        .unwrap();
+    let err = cluster
+        .connect_as("postgres", "avnadmin")
+        .batch_execute("SHOW pgaudit_siem.delivery_client_key_file")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    let _ = std::fs::remove_dir_all(&dir);
 }
