@@ -366,10 +366,11 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(
     run_internal("SELECT pgaudit_siem._untrack_dropped()")
 }
 
-/// Wakes this database's delivery worker when the current transaction commits.
+/// Wakes this database's delivery worker when the current transaction commits (used by
+/// configuration changes, requeues and administrative events).
 #[pg_extern(name = "_wake_delivery_at_commit", volatile, parallel_unsafe)]
 fn wake_delivery_at_commit() {
-    crate::delivery::shmem::wake_worker_at_commit();
+    crate::delivery::shmem::force_wake_worker_at_commit();
 }
 
 /// A new UUIDv7 (time-ordered), as the capture trigger assigns to events.

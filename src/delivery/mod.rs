@@ -541,7 +541,7 @@ pub fn before_utility(utility: *mut pg_sys::Node) {
                 let stmt = &*(utility as *mut pg_sys::DropStmt);
                 if stmt.removeType == pg_sys::ObjectType::OBJECT_EXTENSION {
                     // The worker notices the extension is gone once this commits.
-                    shmem::wake_worker_at_commit();
+                    shmem::force_wake_worker_at_commit();
                 }
             }
             _ => {}

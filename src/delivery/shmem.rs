@@ -33,6 +33,10 @@ pub struct Slot {
     /// While DROP DATABASE runs: do not start a worker before this time (µs since the
     /// PostgreSQL epoch).
     pub stopped_until: i64,
+    /// The worker is about to look for work or is sleeping without any: a commit with
+    /// new events must set its latch. While it is busy (it reads again when done) or
+    /// delivery is disabled, commits do not wake it.
+    pub waiting: bool,
 }
 
 #[derive(Copy, Clone)]
@@ -187,10 +191,26 @@ pub fn clear_worker(dboid: u32) {
     }
 }
 
-/// Wakes the worker of `dboid`, if it runs.
-pub fn wake_worker(dboid: u32) {
-    let latch = REGISTRY.share().slot(dboid).map(|s| s.latch).unwrap_or(0);
+/// Wakes the worker of `dboid` if it waits for work (or whatever it does, if `force`).
+pub fn wake_worker(dboid: u32, force: bool) {
+    let latch = REGISTRY
+        .share()
+        .slot(dboid)
+        .filter(|s| force || s.waiting)
+        .map(|s| s.latch)
+        .unwrap_or(0);
     set_latch(latch);
+}
+
+/// The calling worker starts looking for work (`true`, before it reads the outbox, so no
+/// commit after that point goes unnoticed) or has some / has delivery disabled (`false`).
+pub fn set_waiting(dboid: u32, waiting: bool) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(slot) = r.slot_mut(dboid) {
+        if slot.pid == my_pid() {
+            slot.waiting = waiting;
+        }
+    }
 }
 
 // ---- DROP DATABASE ----
@@ -237,14 +257,34 @@ pub fn stop_worker_for_drop(dboid: u32, wait: std::time::Duration) {
 
 // ---- commit-time wake-ups ----
 
+/// What the current transaction asks of this database's worker at commit.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum WakeRequest {
+    None,
+    /// New events: wake the worker if it waits for work.
+    IfWaiting,
+    /// Configuration changed or the extension is dropped: wake it in any case.
+    Always,
+}
+
 thread_local! {
-    static WAKE_WORKER_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
+    static WAKE_WORKER_AT_COMMIT: Cell<WakeRequest> = const { Cell::new(WakeRequest::None) };
     static WAKE_LAUNCHER_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The current transaction queued events: wake this database's worker when it commits.
 pub fn wake_worker_at_commit() {
-    WAKE_WORKER_AT_COMMIT.with(|w| w.set(true));
+    request_wake(WakeRequest::IfWaiting);
+}
+
+/// The current transaction changed what the worker must do (configuration, requeued
+/// events, DROP EXTENSION): wake it when it commits, busy or not.
+pub fn force_wake_worker_at_commit() {
+    request_wake(WakeRequest::Always);
+}
+
+fn request_wake(request: WakeRequest) {
+    WAKE_WORKER_AT_COMMIT.with(|w| w.set(w.get().max(request)));
 }
 
 /// The current transaction installs the extension: tell the launcher when it commits.
@@ -260,9 +300,11 @@ unsafe extern "C-unwind" fn on_transaction_event(
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_COMMIT => {
-            if WAKE_WORKER_AT_COMMIT.with(|w| w.replace(false)) {
+            let request = WAKE_WORKER_AT_COMMIT.with(|w| w.replace(WakeRequest::None));
+            if request != WakeRequest::None {
                 // SAFETY: plain read of a process-global.
-                wake_worker(unsafe { pg_sys::MyDatabaseId }.to_u32());
+                let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+                wake_worker(dboid, request == WakeRequest::Always);
             }
             if WAKE_LAUNCHER_AT_COMMIT.with(|w| w.replace(false)) {
                 wake_launcher_now();
@@ -270,7 +312,7 @@ unsafe extern "C-unwind" fn on_transaction_event(
         }
         XACT_EVENT_ABORT | XACT_EVENT_PREPARE => {
             // A prepared transaction's events are found by the worker's idle recheck.
-            WAKE_WORKER_AT_COMMIT.with(|w| w.set(false));
+            WAKE_WORKER_AT_COMMIT.with(|w| w.set(WakeRequest::None));
             WAKE_LAUNCHER_AT_COMMIT.with(|w| w.set(false));
         }
         _ => {}

@@ -53,6 +53,9 @@ struct Config {
 
 enum Plan {
     Exit,
+    /// Delivery is disabled or not configured: sleep until a configuration change.
+    Disabled,
+    /// Nothing to deliver.
     Idle,
     /// Visible events wait for an older transaction to finish.
     Blocked,
@@ -177,13 +180,21 @@ impl Worker {
     fn run(&mut self) {
         while !self.shutdown {
             let settings = gucs::delivery();
+            shmem::set_waiting(self.dboid, true);
             let plan = BackgroundWorker::transaction(|| plan(&settings));
             report_stat();
+            if matches!(plan, Plan::Deliver(..) | Plan::Disabled) {
+                shmem::set_waiting(self.dboid, false);
+            }
             match plan {
                 Plan::Exit => {
                     shmem::mark_absent(self.dboid, shmem::generation());
                     log!("pgaudit_siem: extension dropped; delivery worker exiting");
                     return;
+                }
+                Plan::Disabled => {
+                    self.maybe_purge();
+                    self.wait(Some(IDLE_RECHECK), false);
                 }
                 Plan::Idle => {
                     self.blocked_wait = Duration::from_millis(5);
@@ -598,7 +609,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
         return Plan::Exit;
     }
     let Some(config) = read_config(true) else {
-        return Plan::Idle;
+        return Plan::Disabled;
     };
     internal(|| {
         Spi::connect(|client| {

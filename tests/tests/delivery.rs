@@ -587,6 +587,19 @@ fn receiver_outage_and_5xx_are_retried_until_delivered() {
         received_markers(&receiver).len() == 23
     });
     assert_eq!(received_markers(&receiver), (0..23).collect::<Vec<_>>());
+    // disable() stops forwarding; events keep queueing and go out after enable().
+    c.batch_execute("SELECT pgaudit_siem.disable(); INSERT INTO t VALUES (23)")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(received_markers(&receiver).len(), 23);
+    assert!(
+        stat(&mut c, "queued") >= 2,
+        "the event and the disable() settings event wait"
+    );
+    c.batch_execute("SELECT pgaudit_siem.enable()").unwrap();
+    wait_until("after enable()", Duration::from_secs(20), || {
+        received_markers(&receiver).len() == 24
+    });
 }
 
 #[test]
@@ -622,6 +635,31 @@ fn refused_events_go_to_dead_letter_and_can_be_requeued() {
     assert!(row.get::<_, &str>(2).contains("\"status\":400"));
     assert_eq!(row.get::<_, i32>(3), 1);
     assert_eq!(stat(&mut c, "dead_lettered"), 1);
+    // Bulk items refused with 429 are retried on their own until accepted.
+    receiver.set_faults(Faults {
+        bulk_item_status: Some(429),
+        bulk_item_category: Some("secrets".into()),
+        ..Faults::default()
+    });
+    let retried = stat(&mut c, "retried");
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (4); INSERT INTO secrets VALUES (5); COMMIT")
+        .unwrap();
+    wait_until("item retries", Duration::from_secs(20), || {
+        stat(&mut c, "retried") >= retried + 2
+    });
+    assert_eq!(
+        received_markers(&receiver),
+        [1, 3, 4],
+        "each accepted item arrives once"
+    );
+    receiver.clear_faults();
+    wait_until("the retried item", Duration::from_secs(20), || {
+        receiver
+            .events()
+            .iter()
+            .any(|r| r.event["changes"]["data_after"][0]["n"] == 5)
+    });
+    assert_eq!(stat(&mut c, "in_dead_letter"), 1);
     // Fixed on the SIEM side: requeue, and it arrives with its original id.
     receiver.clear_faults();
     let id: String = c
