@@ -166,6 +166,35 @@ pub fn run(rounds: u32, seconds: u32) {
             m(&oltp_tps[i]) / m(&oltp_tps[0]),
         );
     }
+    // The same OLTP mix while the delivery worker ships every event to a local receiver
+    // (ndjson): what delivery costs writers on a 2-core machine (the worker shares it).
+    let receiver =
+        pgaudit_siem_tests::receiver::Receiver::start_with(0, None, false).expect("receiver");
+    c.execute(
+        "SELECT pgaudit_siem.configure($1, '{}', NULL, 'ndjson')",
+        &[&receiver.url("/ingest")],
+    )
+    .expect("configure");
+    c.batch_execute("SELECT pgaudit_siem.enable()")
+        .expect("enable");
+    let mut delivering = Vec::new();
+    for round in 0..rounds {
+        let tps = oltp(&cluster, "t_siem", seconds);
+        eprintln!(
+            "round {} {:<12} {:<40} {tps:>9.1} tps",
+            round + 1,
+            "OLTP",
+            "pgaudit_siem, delivering"
+        );
+        delivering.push(tps);
+        reset(&mut c);
+    }
+    println!(
+        "| pgaudit_siem while delivering to a local receiver (ndjson) | | | | {:.0} | | | | {:.3} |",
+        median(&delivering),
+        median(&delivering) / m(&oltp_tps[0])
+    );
+    eprintln!("receiver got {} events", receiver.event_count());
     let siem = CONFIGS.len() - 1;
     let insert_ratio = m(&bulk_ms[0][siem]) / m(&bulk_ms[0][0]);
     let oltp_ratio = m(&oltp_tps[siem]) / m(&oltp_tps[0]);
