@@ -97,6 +97,11 @@ static DELIVERY_CLIENT_CERT_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
 static DELIVERY_CLIENT_KEY_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
+/// `pgaudit_siem.delivery_allowed_hosts`: where the platform lets admins send events
+/// (empty: anywhere). Keeps `configure()`/`test_connection()` from being a way to reach
+/// internal services from the database host.
+static DELIVERY_ALLOWED_HOSTS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
 
 /// Parsed `pgaudit.log` bitmap, installed by the assign hook.
 static LOG_CLASS_BITS: AtomicU32 = AtomicU32::new(classes::NONE);
@@ -264,6 +269,14 @@ fn init_delivery() {
     ] {
         GucRegistry::define_string_guc(name, description, c"", setting, GucContext::Sighup, GucFlags::SUPERUSER_ONLY);
     }
+    GucRegistry::define_string_guc(
+        c"pgaudit_siem.delivery_allowed_hosts",
+        c"Comma-separated host names (or *.domain patterns, or IP addresses) SIEM endpoints may use; empty allows any.",
+        c"",
+        &DELIVERY_ALLOWED_HOSTS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"pgaudit_siem.delivery_gzip",
         c"Compress delivery request bodies with gzip (Content-Encoding: gzip).",
@@ -562,6 +575,7 @@ pub struct DeliverySettings {
     pub retry_max: std::time::Duration,
     pub gzip: bool,
     pub tls: crate::delivery::http::TlsFiles,
+    pub allowed_hosts: String,
 }
 
 pub fn delivery() -> DeliverySettings {
@@ -574,6 +588,7 @@ pub fn delivery() -> DeliverySettings {
         retry_base: ms(&DELIVERY_RETRY_BASE),
         retry_max: ms(&DELIVERY_RETRY_MAX),
         gzip: DELIVERY_GZIP.get(),
+        allowed_hosts: text_setting(&DELIVERY_ALLOWED_HOSTS),
         tls: crate::delivery::http::TlsFiles {
             ca_file: text_setting(&DELIVERY_CA_FILE),
             client_cert_file: text_setting(&DELIVERY_CLIENT_CERT_FILE),

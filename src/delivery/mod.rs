@@ -214,6 +214,10 @@ GRANT EXECUTE ON FUNCTION pgaudit_siem.configure(text, jsonb, text[], text), pga
 REVOKE ALL ON FUNCTION pgaudit_siem._send_test_event(text, jsonb, text), pgaudit_siem._validate_siem_config(text, jsonb, text[], text),
     pgaudit_siem._settings_image(pgaudit_siem.siem_config) FROM PUBLIC;
 
+-- Wake-ups are for the extension's own functions: a user looping on them could keep the
+-- worker or the launcher busy.
+REVOKE ALL ON FUNCTION pgaudit_siem._start_delivery_at_commit(), pgaudit_siem._wake_delivery_at_commit() FROM PUBLIC;
+
 -- The launcher starts this database's worker once the installing transaction commits.
 SELECT pgaudit_siem._start_delivery_at_commit();
 "#,
@@ -263,6 +267,41 @@ pub fn url_problem(url: &str) -> Option<&'static str> {
         return Some("the URL has no host");
     }
     None
+}
+
+/// Whether `url`'s host is in `allowed` (comma-separated host names, `*.domain`
+/// patterns or IP addresses, case-insensitive; empty allows every host).
+pub fn host_allowed(url: &str, allowed: &str) -> bool {
+    if allowed.trim().is_empty() {
+        return true;
+    }
+    let Some(host) = url.parse::<ureq::http::Uri>().ok().and_then(|u| {
+        u.host().map(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        })
+    }) else {
+        return false;
+    };
+    allowed
+        .split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .any(|pattern| match pattern.strip_prefix("*.") {
+            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+            None => !pattern.is_empty() && host == pattern,
+        })
+}
+
+fn refuse_host_not_allowed() -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "this SIEM endpoint host is not allowed on this server",
+        function_name!(),
+    )
+    .set_hint("The server setting pgaudit_siem.delivery_allowed_hosts lists the hosts SIEM delivery may use.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
 }
 
 /// Why a header cannot be sent, if it cannot.
@@ -317,6 +356,9 @@ fn validate_siem_config(
             &format!("invalid SIEM endpoint URL: {problem}"),
             "Pass an http:// or https:// URL; put credentials in headers.",
         );
+    }
+    if !host_allowed(url, &crate::gucs::delivery().allowed_hosts) {
+        refuse_host_not_allowed();
     }
     if let Some(pgrx::JsonB(headers)) = headers {
         let Some(object) = headers.as_object() else {
@@ -546,5 +588,47 @@ pub fn before_utility(utility: *mut pg_sys::Node) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_hosts_match_names_patterns_and_addresses() {
+        let allowed = "siem.example.com, *.corp.example ,127.0.0.1,[::1]";
+        assert!(host_allowed("https://siem.example.com/x", ""));
+        assert!(host_allowed("https://SIEM.example.com:8088/x", allowed));
+        assert!(host_allowed("https://hec.eu.corp.example/x", allowed));
+        assert!(!host_allowed("https://corp.example/x", allowed));
+        assert!(!host_allowed("https://evilcorp.example/x", allowed));
+        assert!(!host_allowed(
+            "https://siem.example.com.evil.net/x",
+            allowed
+        ));
+        assert!(host_allowed("http://127.0.0.1:9/x", allowed));
+        assert!(host_allowed("http://[::1]:9/x", allowed));
+        assert!(!host_allowed(
+            "http://169.254.169.254/latest/meta-data",
+            allowed
+        ));
+    }
+
+    #[test]
+    fn urls_are_checked_without_echoing_them() {
+        assert_eq!(
+            url_problem("https://siem.example.com/services/collector"),
+            None
+        );
+        assert_eq!(
+            url_problem("ftp://x/"),
+            Some("the URL scheme must be http or https")
+        );
+        assert_eq!(
+            url_problem("https://u:p@x/"),
+            Some("credentials in the URL are not accepted")
+        );
+        assert!(url_problem("https:///x").is_some());
     }
 }

@@ -139,6 +139,7 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
             source: format!("pgaudit_siem:{database}"),
         },
         shutdown: false,
+        reloaded: false,
         attempt: 0,
         blocked_wait: Duration::from_millis(5),
         last_purge: Instant::now() - PURGE_INTERVAL,
@@ -168,6 +169,8 @@ struct Worker {
     sender: Sender,
     hec: HecSource,
     shutdown: bool,
+    /// The configuration file was reloaded since the settings in use were read.
+    reloaded: bool,
     attempt: u32,
     blocked_wait: Duration,
     last_purge: Instant,
@@ -179,6 +182,7 @@ struct Worker {
 impl Worker {
     fn run(&mut self) {
         while !self.shutdown {
+            self.reloaded = false;
             let settings = gucs::delivery();
             shmem::set_waiting(self.dboid, true);
             let plan = BackgroundWorker::transaction(|| plan(&settings));
@@ -227,8 +231,8 @@ impl Worker {
     }
 
     /// Waits for the latch (and the HTTP thread, if `http`), a timeout, or a signal.
-    /// Returns whether the configuration file was reloaded (SIGHUP).
-    fn wait(&mut self, timeout: Option<Duration>, http: bool) -> bool {
+    /// A SIGHUP reloads the configuration file and sets `self.reloaded`.
+    fn wait(&mut self, timeout: Option<Duration>, http: bool) {
         let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_EXIT_ON_PM_DEATH;
         if timeout.is_some() {
             events |= pg_sys::WL_TIMEOUT;
@@ -259,9 +263,8 @@ impl Worker {
             // SAFETY: outside any transaction, in the main thread, as PostgreSQL's own
             // processes reload their configuration.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            return true;
+            self.reloaded = true;
         }
-        false
     }
 
     /// Sends one request; `None` if the worker must stop first.
@@ -303,6 +306,21 @@ impl Worker {
         events: &[Event],
         pending: &[usize],
     ) -> Option<Vec<ItemResult>> {
+        if !super::host_allowed(&config.url, &settings.allowed_hosts) {
+            // The platform narrowed the allowed hosts after configure(): events wait.
+            let error = format!(
+                "not_allowed: {} is not in pgaudit_siem.delivery_allowed_hosts",
+                http::endpoint_label(&config.url)
+            );
+            return Some(vec![
+                ItemResult::Retry {
+                    status: None,
+                    retry_after: None,
+                    error
+                };
+                pending.len()
+            ]);
+        }
         if !config.format.batches() {
             return self.send_one_by_one(config, settings, events, pending);
         }
@@ -364,6 +382,11 @@ impl Worker {
         let mut dead: Vec<(usize, u16, String)> = Vec::new();
         let mut last_status: Option<u16> = None;
         while !pending.is_empty() {
+            // A reload (possibly noticed while a request was in flight) applies to the
+            // next attempt: new TLS files, timeouts or batch limits.
+            if std::mem::take(&mut self.reloaded) {
+                settings = gucs::delivery();
+            }
             report_activity(
                 pg_sys::BackendState::STATE_RUNNING,
                 Some(&format!("delivering {} events", pending.len())),
@@ -422,10 +445,11 @@ impl Worker {
                 if now >= deadline {
                     break;
                 }
-                let reloaded = self.wait(Some(deadline - now), false);
+                self.wait(Some(deadline - now), false);
                 if self.shutdown {
                     return;
                 }
+                let reloaded = self.reloaded;
                 // An admin may have fixed the endpoint, the TLS files or the timeouts, or
                 // switched delivery off: retry at once with what is current.
                 let current = BackgroundWorker::transaction(|| read_config(true));
@@ -433,7 +457,6 @@ impl Worker {
                     Some(c) if c.version == config.version && !reloaded => {}
                     Some(c) => {
                         config = c;
-                        settings = gucs::delivery();
                         self.attempt = 0;
                         break;
                     }

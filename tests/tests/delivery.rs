@@ -323,6 +323,8 @@ fn configuration_is_for_admins_validated_audited_and_masked() {
         "SELECT * FROM pgaudit_siem.dead_letter",
         "SELECT pgaudit_siem.requeue_dead_letter()",
         "SELECT * FROM pgaudit_siem._send_test_event('http://127.0.0.1:1/', '{}', 'json')",
+        "SELECT pgaudit_siem._wake_delivery_at_commit()",
+        "SELECT pgaudit_siem._start_delivery_at_commit()",
     ] {
         let err = app.batch_execute(call).unwrap_err();
         assert_eq!(
@@ -331,6 +333,28 @@ fn configuration_is_for_admins_validated_audited_and_masked() {
             "{call}"
         );
     }
+    // The platform can pin where events may go (and test connections may reach).
+    cluster.alter_system(&[(
+        "pgaudit_siem.delivery_allowed_hosts",
+        "'siem.example.com, *.corp.example'",
+    )]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut admin = cluster.connect_as("postgres", "avnadmin");
+    for call in [
+        "SELECT pgaudit_siem.configure('https://169.254.169.254/latest/meta-data')",
+        "SELECT * FROM pgaudit_siem.test_connection('http://127.0.0.1:1/')",
+        "SELECT pgaudit_siem.configure('https://siem.example.com.evil.net/')",
+    ] {
+        let err = admin.batch_execute(call).unwrap_err();
+        let db = err.as_db_error().unwrap();
+        assert_eq!(db.code(), &SqlState::INSUFFICIENT_PRIVILEGE, "{call}");
+        assert_eq!(
+            db.message(),
+            "this SIEM endpoint host is not allowed on this server"
+        );
+    }
+    admin.batch_execute("SELECT pgaudit_siem.configure('https://hec.eu.corp.example:8088/services/collector/event')").unwrap();
+    cluster.alter_system(&[("pgaudit_siem.delivery_allowed_hosts", "''")]);
     // enable() needs an endpoint.
     c.batch_execute("UPDATE pgaudit_siem.siem_config SET url = NULL, enabled = false")
         .unwrap();
