@@ -286,7 +286,12 @@ pub fn host_allowed(url: &str, allowed: &str) -> bool {
     };
     allowed
         .split(',')
-        .map(|p| p.trim().to_ascii_lowercase())
+        .map(|p| {
+            p.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        })
         .any(|pattern| match pattern.strip_prefix("*.") {
             Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
             None => !pattern.is_empty() && host == pattern,
