@@ -80,8 +80,7 @@ pub extern "C-unwind" fn pgaudit_siem_launcher_main(_arg: pg_sys::Datum) {
                 if slot.absent_generation == generation || slot.stopped_until > now_pg {
                     continue;
                 }
-                // SAFETY: signal 0 only checks that the process exists.
-                if slot.pid != 0 && unsafe { libc::kill(slot.pid, 0) } == 0 {
+                if shmem::is_worker_of(slot.pid, dboid) {
                     continue; // started by an earlier launcher incarnation
                 }
             }

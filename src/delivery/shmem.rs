@@ -155,18 +155,37 @@ pub fn publish_worker(dboid: u32) -> bool {
     let Some(slot) = r.slot_mut(dboid) else {
         return true;
     };
-    if slot.pid != 0 && slot.pid != my_pid() && process_alive(slot.pid) {
+    if slot.pid != 0 && slot.pid != my_pid() && is_worker_of(slot.pid, dboid) {
         return false;
     }
     slot.pid = my_pid();
     slot.latch = my_latch();
     slot.absent_generation = u64::MAX;
+    drop(r);
+    // Clear the slot however the worker ends (including an ERROR, which exits through
+    // proc_exit): a stale pid could name an unrelated process later.
+    // SAFETY: registers a static callback for this process's exit.
+    unsafe { pg_sys::before_shmem_exit(Some(clear_worker_at_exit), pg_sys::Datum::from(dboid)) };
     true
 }
 
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 }
+#[pg_guard]
+unsafe extern "C-unwind" fn clear_worker_at_exit(_code: i32, arg: pg_sys::Datum) {
+    clear_worker(arg.value() as u32);
+}
+
+/// Whether `pid` is a live PostgreSQL process connected to `dboid` (so never an
+/// unrelated process that reused a stale pid).
+pub fn is_worker_of(pid: i32, dboid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: BackendPidGetProc takes ProcArrayLock itself and returns a pointer into
+    // shared memory (PGPROC array) or NULL; only a plain field is read.
+    unsafe {
+        let proc_ = pg_sys::BackendPidGetProc(pid);
+        !proc_.is_null() && (*proc_).databaseId.to_u32() == dboid
+    }
 }
 
 /// Records that the extension is not installed in `dboid` (as of `generation`).
@@ -230,15 +249,15 @@ pub fn stop_worker_for_drop(dboid: u32, wait: std::time::Duration) {
             None => 0,
         }
     };
-    if pid == 0 {
+    if !is_worker_of(pid, dboid) {
         return;
     }
-    // SAFETY: SIGTERM to our own worker, identified by the pid it published.
+    // SAFETY: SIGTERM to our worker: a live PostgreSQL process of that database.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + wait;
     while std::time::Instant::now() < deadline {
         let running = REGISTRY.share().slot(dboid).map(|s| s.pid).unwrap_or(0);
-        if running == 0 || !process_alive(running) {
+        if !is_worker_of(running, dboid) {
             return;
         }
         // SAFETY: a short interruptible sleep on our own latch.
