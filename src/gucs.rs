@@ -87,6 +87,9 @@ static DELIVERY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static DELIVERY_RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(500);
 /// `pgaudit_siem.delivery_retry_max` (ms): backoff never exceeds 60 s (Retry-After may).
 static DELIVERY_RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+/// `pgaudit_siem.delivery_linger` (ms): after a partial batch, wait this long for more
+/// events (Vector and Fluent Bit flush every 1 s; 20 ms keeps latency far below targets).
+static DELIVERY_LINGER: GucSetting<i32> = GucSetting::<i32>::new(20);
 /// `pgaudit_siem.delivery_gzip`: compress request bodies.
 static DELIVERY_GZIP: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `pgaudit_siem.delivery_ca_file`: PEM CA bundle trusted instead of the built-in roots.
@@ -242,7 +245,8 @@ fn init_change_capture() {
 
 fn init_delivery() {
     use pgrx::guc::{GucContext, GucFlags, GucRegistry};
-    let ints: [(&CStr, &CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 6] = [
+    let ints: [(&CStr, &CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 7] = [
+        (c"pgaudit_siem.delivery_linger", c"After delivering a partial batch, how long the worker waits for more events before reading again.", &DELIVERY_LINGER, 0, 10_000, GucFlags::UNIT_MS),
         (c"pgaudit_siem.delivery_batch_events", c"Maximum number of events the delivery worker sends in one request (batching formats).", &DELIVERY_BATCH_EVENTS, 1, 100_000, GucFlags::default()),
         (c"pgaudit_siem.delivery_batch_bytes", c"Approximate maximum size of one delivery request body; also bounds the worker's memory.", &DELIVERY_BATCH_BYTES, 1024, 256 * 1024 * 1024, GucFlags::UNIT_BYTE),
         (c"pgaudit_siem.delivery_connect_timeout", c"How long the delivery worker waits to connect to the SIEM.", &DELIVERY_CONNECT_TIMEOUT, 100, 600_000, GucFlags::UNIT_MS),
@@ -576,6 +580,7 @@ pub struct DeliverySettings {
     pub gzip: bool,
     pub tls: crate::delivery::http::TlsFiles,
     pub allowed_hosts: String,
+    pub linger: std::time::Duration,
 }
 
 pub fn delivery() -> DeliverySettings {
@@ -589,6 +594,7 @@ pub fn delivery() -> DeliverySettings {
         retry_max: ms(&DELIVERY_RETRY_MAX),
         gzip: DELIVERY_GZIP.get(),
         allowed_hosts: text_setting(&DELIVERY_ALLOWED_HOSTS),
+        linger: std::time::Duration::from_millis(DELIVERY_LINGER.get().max(0) as u64),
         tls: crate::delivery::http::TlsFiles {
             ca_file: text_setting(&DELIVERY_CA_FILE),
             client_cert_file: text_setting(&DELIVERY_CLIENT_CERT_FILE),

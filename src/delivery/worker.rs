@@ -68,6 +68,8 @@ struct Batch {
     /// Indices of events to forward (category filter applied).
     forward: Vec<usize>,
     end: (u64, i64),
+    /// The read stopped at a size limit (more events are likely waiting).
+    full: bool,
 }
 
 /// What happened to one forwarded event.
@@ -213,8 +215,15 @@ impl Worker {
                 }
                 Plan::Deliver(config, batch) => {
                     self.blocked_wait = Duration::from_millis(5);
+                    let full = batch.full;
+                    let linger = settings.linger;
                     self.deliver(config, batch, settings);
                     self.maybe_purge();
+                    // A partial batch means we are caught up: let events gather for a
+                    // moment instead of paying a round trip per committing transaction.
+                    if !full && !linger.is_zero() && !self.shutdown {
+                        self.wait(Some(linger), false);
+                    }
                 }
             }
         }
@@ -680,6 +689,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
             let mut events: Vec<Event> = Vec::new();
             let mut forward = Vec::new();
             let mut bytes = 0usize;
+            let mut full = false;
             'fetch: loop {
                 let table = rows.fetch(FETCH_ROWS)?;
                 if table.is_empty() {
@@ -707,6 +717,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
                         || bytes >= settings.batch_bytes
                         || events.len() >= row_limit
                     {
+                        full = true;
                         break 'fetch;
                     }
                 }
@@ -730,6 +741,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
                     events,
                     forward,
                     end,
+                    full,
                 },
             ))
         })
