@@ -572,7 +572,10 @@ fn start_delivery_at_commit() {
 }
 
 /// Called from the utility hook before a statement runs.
-pub fn before_utility(utility: *mut pg_sys::Node) {
+///
+/// # Safety
+/// `utility` must be the statement's valid parse node, as the utility hook receives it.
+pub unsafe fn before_utility(utility: *mut pg_sys::Node) {
     // SAFETY: node tags identify the statement types whose fields are read below.
     unsafe {
         match (*utility).type_ {

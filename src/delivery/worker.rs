@@ -461,7 +461,7 @@ impl Worker {
                 let reloaded = self.reloaded;
                 // An admin may have fixed the endpoint, the TLS files or the timeouts, or
                 // switched delivery off: retry at once with what is current.
-                let current = BackgroundWorker::transaction(|| read_config(true));
+                let current = BackgroundWorker::transaction(read_config);
                 match current {
                     Some(c) if c.version == config.version && !reloaded => {}
                     Some(c) => {
@@ -599,7 +599,8 @@ fn judge_bulk_item((status, answer): (u16, String)) -> ItemResult {
     }
 }
 
-fn read_config(require_enabled: bool) -> Option<Config> {
+/// The endpoint configuration, if delivery is enabled and configured (inside a transaction).
+fn read_config() -> Option<Config> {
     if !extension_installed() {
         return None;
     }
@@ -615,7 +616,7 @@ fn read_config(require_enabled: bool) -> Option<Config> {
             };
             let enabled: bool = row.get(1)?.unwrap_or(false);
             let url: Option<String> = row.get(2)?;
-            if (require_enabled && !enabled) || url.is_none() {
+            if !enabled || url.is_none() {
                 return Ok(None);
             }
             let headers: String = row.get(3)?.unwrap_or_default();
@@ -640,7 +641,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
     if !extension_installed() {
         return Plan::Exit;
     }
-    let Some(config) = read_config(true) else {
+    let Some(config) = read_config() else {
         return Plan::Disabled;
     };
     internal(|| {

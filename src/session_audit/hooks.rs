@@ -448,7 +448,8 @@ unsafe extern "C-unwind" fn process_utility(
     // rights after delegated_config checked it (a Copy value: restored explicitly below,
     // or by PostgreSQL's (sub)transaction abort if the statement fails).
     crate::change_capture::protect::check_utility(utility);
-    crate::delivery::before_utility(utility);
+    // SAFETY: the parse node PostgreSQL passed to this hook.
+    unsafe { crate::delivery::before_utility(utility) };
     let elevation = crate::delegated_config::elevate_for(utility);
     // SAFETY: chaining with PostgreSQL's own arguments; no destructors alive here.
     unsafe {
