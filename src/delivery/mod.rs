@@ -571,6 +571,47 @@ fn start_delivery_at_commit() {
     shmem::wake_launcher_at_commit();
 }
 
+/// Stops the delivery worker of database `name` (if any) before a statement that needs
+/// the database to itself.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string from the parse tree.
+unsafe fn stop_worker_of(name: *const std::ffi::c_char, hold: Duration) {
+    if name.is_null() {
+        return;
+    }
+    // SAFETY: a catalog lookup by name; missing databases are left to PostgreSQL.
+    let dboid = unsafe { pg_sys::get_database_oid(name, true) };
+    if dboid != pg_sys::InvalidOid {
+        shmem::stop_worker_for(dboid.to_u32(), hold, Duration::from_secs(4));
+    }
+}
+
+/// The string value of option `name` in a statement's DefElem list, if given.
+///
+/// # Safety
+/// `options` is NULL or a List of DefElem nodes from the parse tree.
+unsafe fn option_value(
+    options: *mut pg_sys::List,
+    name: &std::ffi::CStr,
+) -> Option<*const std::ffi::c_char> {
+    pgrx::PgList::<pg_sys::DefElem>::from_pg(options)
+        .iter_ptr()
+        .find_map(|def| {
+            // SAFETY: DefElem nodes of this statement; `arg` is checked to be a String node
+            // (TEMPLATE = DEFAULT and similar forms carry no name).
+            unsafe {
+                let def = &*def;
+                if def.defname.is_null() || std::ffi::CStr::from_ptr(def.defname) != name {
+                    return None;
+                }
+                let arg = def.arg;
+                (!arg.is_null() && (*arg).type_ == pg_sys::NodeTag::T_String)
+                    .then(|| (*(arg as *mut pg_sys::String)).sval as *const std::ffi::c_char)
+            }
+        })
+}
+
 /// Called from the utility hook before a statement runs.
 ///
 /// # Safety
@@ -579,13 +620,33 @@ pub unsafe fn before_utility(utility: *mut pg_sys::Node) {
     // SAFETY: node tags identify the statement types whose fields are read below.
     unsafe {
         match (*utility).type_ {
+            // These wait up to 5 s for other sessions of the database to end and fail
+            // otherwise: our worker leaves first. A restarted worker waits on the
+            // statement's database lock, so a short hold suffices except for DROP.
             pg_sys::NodeTag::T_DropdbStmt => {
                 let stmt = &*(utility as *mut pg_sys::DropdbStmt);
-                let dboid = pg_sys::get_database_oid(stmt.dbname, true);
-                if dboid != pg_sys::InvalidOid {
-                    // DROP DATABASE waits 5 s for other sessions; our worker leaves first.
-                    shmem::stop_worker_for_drop(dboid.to_u32(), Duration::from_secs(4));
+                stop_worker_of(stmt.dbname, Duration::from_secs(30));
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let stmt = &*(utility as *mut pg_sys::RenameStmt);
+                if stmt.renameType == pg_sys::ObjectType::OBJECT_DATABASE {
+                    stop_worker_of(stmt.subname, Duration::from_secs(5));
                 }
+            }
+            pg_sys::NodeTag::T_AlterDatabaseStmt => {
+                let stmt = &*(utility as *mut pg_sys::AlterDatabaseStmt);
+                if option_value(stmt.options, c"tablespace").is_some() {
+                    stop_worker_of(stmt.dbname, Duration::from_secs(5));
+                }
+            }
+            pg_sys::NodeTag::T_CreatedbStmt => {
+                let stmt = &*(utility as *mut pg_sys::CreatedbStmt);
+                if let Some(template) = option_value(stmt.options, c"template") {
+                    stop_worker_of(template, Duration::from_secs(5));
+                }
+                // A copy of a database with the extension needs its own worker now, not
+                // at the launcher's next rescan.
+                shmem::wake_launcher_at_commit();
             }
             pg_sys::NodeTag::T_DropStmt => {
                 let stmt = &*(utility as *mut pg_sys::DropStmt);

@@ -149,13 +149,18 @@ fn wake_launcher_now() {
 
 // ---- worker ----
 
-/// Registers the calling worker for `dboid`; false if another live worker holds it.
+/// Registers the calling worker for `dboid`; false if another live worker holds it or a
+/// statement that needs the database to itself asked workers to stay away.
 pub fn publish_worker(dboid: u32) -> bool {
     let mut r = REGISTRY.exclusive();
     let Some(slot) = r.slot_mut(dboid) else {
         return true;
     };
     if slot.pid != 0 && slot.pid != my_pid() && is_worker_of(slot.pid, dboid) {
+        return false;
+    }
+    // SAFETY: clock read.
+    if slot.stopped_until > unsafe { pg_sys::GetCurrentTimestamp() } {
         return false;
     }
     slot.pid = my_pid();
@@ -234,16 +239,17 @@ pub fn set_waiting(dboid: u32, waiting: bool) {
 
 // ---- DROP DATABASE ----
 
-/// Asks the worker of `dboid` to exit and keeps the launcher from restarting it for a
-/// while; waits (up to `wait`) until it is gone so DROP DATABASE finds no other session.
-pub fn stop_worker_for_drop(dboid: u32, wait: std::time::Duration) {
+/// Asks the worker of `dboid` to exit and keeps the launcher from restarting it for
+/// `hold`; waits (up to `wait`) until it is gone, so statements that need a database
+/// without other sessions (DROP, RENAME, SET TABLESPACE, use as a template) find none.
+pub fn stop_worker_for(dboid: u32, hold: std::time::Duration, wait: std::time::Duration) {
     // SAFETY: clock read.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let pid = {
         let mut r = REGISTRY.exclusive();
         match r.slot_mut(dboid) {
             Some(slot) => {
-                slot.stopped_until = now + 30_000_000;
+                slot.stopped_until = now + hold.as_micros() as i64;
                 slot.pid
             }
             None => 0,

@@ -110,7 +110,7 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
         return;
     }
     if !shmem::publish_worker(dboid.to_u32()) {
-        log!("pgaudit_siem: another delivery worker serves this database; exiting");
+        log!("pgaudit_siem: another delivery worker serves this database, or it is being dropped or copied; exiting");
         return;
     }
     // SAFETY: reporting our application name; a static C string.

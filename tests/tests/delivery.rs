@@ -932,8 +932,27 @@ fn workers_follow_create_and_drop_of_extensions_and_databases() {
     wait_until("event", Duration::from_secs(20), || {
         received_markers(&receiver) == [1, 2]
     });
-    // DROP DATABASE with a running worker does not wait for it.
+    // Statements that need the database to themselves are not blocked by its worker.
     drop(app);
+    c.batch_execute("ALTER DATABASE app RENAME TO app_renamed")
+        .unwrap();
+    c.batch_execute("ALTER DATABASE app_renamed RENAME TO app")
+        .unwrap();
+    wait_until(
+        "worker restarted after the renames",
+        Duration::from_secs(30),
+        || worker_pid(&mut c, "app").is_some(),
+    );
+    c.batch_execute("CREATE DATABASE app_copy TEMPLATE app")
+        .unwrap();
+    wait_until("worker in the copy", Duration::from_secs(20), || {
+        worker_pid(&mut c, "app_copy").is_some()
+    });
+    c.batch_execute("DROP DATABASE app_copy").unwrap();
+    // DROP DATABASE with a running worker does not wait for it.
+    wait_until("worker in app", Duration::from_secs(30), || {
+        worker_pid(&mut c, "app").is_some()
+    });
     let started = Instant::now();
     c.batch_execute("DROP DATABASE app").unwrap();
     eprintln!(
