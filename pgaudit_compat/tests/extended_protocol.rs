@@ -72,19 +72,13 @@ fn pgbench_workload(cluster: &Cluster, mode: &str) -> Vec<String> {
     )
     .unwrap();
     let app = format!("pgbench_{mode}_{}", cluster.port());
-    let out = cluster
-        .pgbench()
+    let mut pgbench = cluster.pgbench();
+    pgbench
         .args(["-n", "-t", "3", "-c", "1", "-M", mode, "-f"])
         .arg(&script)
         .arg(&db)
-        .env("PGAPPNAME", &app)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("PGAPPNAME", &app);
+    pgaudit_siem_tests::run_checked(pgbench, "pgbench");
     let records = cluster.application_records(&app);
     audit_lines(&records)
 }

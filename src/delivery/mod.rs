@@ -501,15 +501,11 @@ fn send_test_event(
     if format == format::Format::SplunkHec {
         if let Some(health) = hec_health_url(url) {
             let reply = http::post_once(&request("GET", health, Vec::new()));
-            match &reply.outcome {
+            match reply.outcome {
                 http::Outcome::Response {
-                    status: 400 | 401 | 403,
+                    status: status @ (400 | 401 | 403),
                     ..
                 } => {
-                    let status = match reply.outcome {
-                        http::Outcome::Response { status, .. } => status,
-                        _ => 0,
-                    };
                     result = Some((false, Some(status as i32), Some(format!("authentication: the HEC health check answered HTTP {status} (invalid or disabled token) from {endpoint}"))));
                 }
                 http::Outcome::Failed { .. } => {
@@ -521,18 +517,13 @@ fn send_test_event(
     }
     let (ok, status, error) = result.unwrap_or_else(|| {
         let id = crate::change_capture::uuid_v7().to_string();
-        // SAFETY: plain reads of the current time and database name.
-        let (timestamp, database) = unsafe {
-            let now = pg_sys::GetCurrentTimestamp()
-                + crate::change_capture::json::POSTGRES_EPOCH_UNIX_MICROS;
-            let db = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-            let db = if db.is_null() {
-                String::new()
-            } else {
-                std::ffi::CStr::from_ptr(db).to_string_lossy().into_owned()
-            };
-            (crate::change_capture::json::rfc3339_utc(now), db)
-        };
+        // SAFETY: plain clock read.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() }
+            + crate::change_capture::json::POSTGRES_EPOCH_UNIX_MICROS;
+        let (timestamp, database) = (
+            crate::change_capture::json::rfc3339_utc(now),
+            current_database_name(),
+        );
         let event = format::Event {
             xid: 0,
             seq: 0,
@@ -559,10 +550,22 @@ fn send_test_event(
 fn worker_pid() -> Option<i32> {
     // SAFETY: plain read of a process-global.
     let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    shmem::snapshot()
-        .slot(dboid)
-        .map(|s| s.pid)
-        .filter(|&pid| pid != 0)
+    shmem::worker_pid(dboid)
+}
+
+/// The name of the database this process is connected to (inside a transaction).
+pub fn current_database_name() -> String {
+    // SAFETY: a catalog lookup of our own database; the palloc'd name is copied at once.
+    unsafe {
+        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
 }
 
 /// Marks the installing transaction so the launcher starts a worker when it commits.

@@ -198,21 +198,32 @@ pub fn mark_absent(dboid: u32, generation: u64) {
     let mut r = REGISTRY.exclusive();
     if let Some(slot) = r.slot_mut(dboid) {
         slot.absent_generation = generation;
-        if slot.pid == my_pid() {
-            slot.pid = 0;
-            slot.latch = 0;
-        }
+        release_slot(slot);
     }
 }
 
-pub fn clear_worker(dboid: u32) {
+/// Forgets the calling worker's pid and latch (from its exit callback).
+fn clear_worker(dboid: u32) {
     let mut r = REGISTRY.exclusive();
     if let Some(slot) = r.slot_mut(dboid) {
-        if slot.pid == my_pid() {
-            slot.pid = 0;
-            slot.latch = 0;
-        }
+        release_slot(slot);
     }
+}
+
+fn release_slot(slot: &mut Slot) {
+    if slot.pid == my_pid() {
+        slot.pid = 0;
+        slot.latch = 0;
+    }
+}
+
+/// The pid of the worker registered for `dboid`, if any.
+pub fn worker_pid(dboid: u32) -> Option<i32> {
+    REGISTRY
+        .share()
+        .slot(dboid)
+        .map(|s| s.pid)
+        .filter(|&pid| pid != 0)
 }
 
 /// Wakes the worker of `dboid` if it waits for work (or whatever it does, if `force`).

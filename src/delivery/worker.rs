@@ -19,7 +19,6 @@
 //! - No transaction is open while waiting for the SIEM or sleeping.
 
 use std::collections::VecDeque;
-use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -117,22 +116,10 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::pgstat_report_appname(c"pgaudit_siem delivery".as_ptr()) };
     let sender = match Sender::spawn() {
         Ok(s) => s,
-        Err(e) => {
-            shmem::clear_worker(dboid.to_u32());
-            error!("pgaudit_siem: cannot start the HTTP thread: {e}");
-        }
+        // The slot is released by the exit callback publish_worker registered.
+        Err(e) => error!("pgaudit_siem: cannot start the HTTP thread: {e}"),
     };
-    let database = BackgroundWorker::transaction(|| {
-        // SAFETY: name of the database we are connected to, copied right away.
-        unsafe {
-            let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-            if name.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(name).to_string_lossy().into_owned()
-            }
-        }
-    });
+    let database = BackgroundWorker::transaction(super::current_database_name);
     let mut worker = Worker {
         dboid: dboid.to_u32(),
         sender,
@@ -149,7 +136,6 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
         random_state: seed(),
     };
     worker.run();
-    shmem::clear_worker(dboid.to_u32());
 }
 
 fn extension_installed() -> bool {

@@ -62,7 +62,8 @@ pub fn pg_command(program: &str) -> Command {
     cmd
 }
 
-fn run_checked(mut cmd: Command, what: &str) -> Output {
+/// Runs `cmd` and panics with its output unless it succeeds.
+pub fn run_checked(mut cmd: Command, what: &str) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));

@@ -1046,17 +1046,9 @@ for who in server client; do
   openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 1 -extfile $who.ext
 done
 chmod 755 . && chmod 644 *"#;
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c").arg(script).current_dir(dir);
+    pgaudit_siem_tests::run_checked(cmd, "making test certificates");
 }
 
 /// A child process killed when the test ends, also when it fails.
