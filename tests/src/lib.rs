@@ -519,10 +519,33 @@ impl Cluster {
 
     /// Waits until every session with `application_name` = `app` has disconnected (needs
     /// `log_disconnections`), then returns their log records in order.
+    /// A client may open several sessions (pgbench checks the server on a connection of
+    /// its own first), so with `log_connections` every authorized session must have ended.
     pub fn application_records(&self, app: &str) -> Vec<LogRecord> {
-        self.wait_for_log(Duration::from_secs(60), |r| {
-            r.application_name.as_deref() == Some(app) && r.message.starts_with("disconnection:")
-        });
+        let ours = |r: &LogRecord| {
+            r.application_name.as_deref() == Some(app)
+                || r.message.contains(&format!("application_name={app}"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let records = self.log_records();
+            let count = |prefix: &str| {
+                records
+                    .iter()
+                    .filter(|r| ours(r) && r.message.starts_with(prefix))
+                    .count()
+            };
+            let (connections, disconnections) =
+                (count("connection authorized:"), count("disconnection:"));
+            if disconnections >= connections.max(1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sessions of {app} did not end ({connections} connected, {disconnections} ended)"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
         self.log_records()
             .into_iter()
             .filter(|r| r.application_name.as_deref() == Some(app))
