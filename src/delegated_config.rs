@@ -25,7 +25,12 @@
 //!   the value is validated by the setting's own check hook when PostgreSQL stores it,
 //!   so an invalid value fails with the setting's own message and nothing is stored.
 //! - Every delegated change is written to the server log (LOG) whatever the audit
-//!   settings, and is audit-logged like any statement when auditing is on.
+//!   settings. When auditing is on, the admin's statement is audit-logged like any other
+//!   (`ALTER ...`, or the `aiven_extras` call with its arguments); the statement the
+//!   extension runs on its behalf is internal and takes no line or statement id.
+//! - The admin never configures itself: not its own role, roles it is a member of, roles
+//!   that are members of it (they can act as it), or other pgaudit_admin members; and in
+//!   sessions of pgaudit_admin members the server level is a floor (see `gucs`).
 //! - Plain `SET pgaudit.*` in a session stays superuser-only; `GRANT SET ON PARAMETER` is
 //!   not used because it would allow exactly that.
 
@@ -260,11 +265,39 @@ fn check_role_target(caller: pg_sys::Oid, target: pg_sys::Oid, target_name: &str
             None,
         );
     }
-    if !caller_is_superuser && caller_is_member {
+    if caller_is_superuser {
+        return;
+    }
+    if caller_is_member {
         refuse(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("Configuring your own role or a role you are a member of is not allowed: {target_name}"),
             Some("Ask another administrator to configure auditing of your own sessions."),
+        );
+    }
+    // A member of the caller's role (with or without INHERIT) can act as the caller, and
+    // a pgaudit_admin member can configure the caller: both are "itself".
+    // SAFETY: catalog lookups on valid role oids.
+    let (acts_as_caller, is_admin) = unsafe {
+        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
+        (
+            pg_sys::is_member_of_role(target, caller)
+                || pg_sys::is_member_of_role(target, pg_sys::GetSessionUserId()),
+            admin != pg_sys::InvalidOid && pg_sys::is_member_of_role_nosuper(target, admin),
+        )
+    };
+    if acts_as_caller {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("Configuring a role that is a member of yours is not allowed: {target_name}"),
+            Some("A member of your role can act as you; its auditing is configured by a superuser."),
+        );
+    }
+    if is_admin {
+        refuse(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("Configuring a pgaudit_admin member is not allowed: {target_name}"),
+            Some("Auditing of delegated administrators is configured by a superuser."),
         );
     }
 }
@@ -315,6 +348,11 @@ pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<Elevation> {
             }
             pg_sys::NodeTag::T_AlterRoleSetStmt => {
                 let s = utility as *mut pg_sys::AlterRoleSetStmt;
+                // ALTER ROLE ALL [IN DATABASE] ... SET is the server level: superusers
+                // only, by PostgreSQL's own rule.
+                if (*s).role.is_null() {
+                    return None;
+                }
                 ((*s).setstmt, (*s).role, (*s).database)
             }
             _ => return None,
@@ -353,10 +391,13 @@ pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<Elevation> {
     });
     let database_oid = database_name.as_deref().map(database_oid);
     let target_text = if role.is_null() {
-        let db = database_name.clone().unwrap_or_default();
+        // ALTER DATABASE always names its database.
+        let (Some(db), Some(dboid)) = (database_name.clone(), database_oid) else {
+            return None;
+        };
         // PostgreSQL's own rule for ALTER DATABASE SET: the owner may.
         // SAFETY: catalog lookup with valid oids.
-        if !unsafe { pg_sys::pg_database_ownercheck(database_oid.unwrap(), caller) } {
+        if !unsafe { pg_sys::pg_database_ownercheck(dboid, caller) } {
             return None; // PostgreSQL refuses with its usual "must be owner of database"
         }
         format!("database \"{db}\"")

@@ -15,7 +15,8 @@
 //!   `pgaudit_compat/README.md`).
 
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use pgrx::guc::GucSetting;
 use pgrx::pg_sys;
@@ -125,11 +126,13 @@ pub fn init() {
         c"pgaudit.log_catalog",
         c"Specifies that session logging should be enabled in the case where all relations in a statement are in pg_catalog.  Disabling this setting will reduce noise in the log from tools like psql and PgAdmin that query the catalog heavily.",
         &LOG_CATALOG,
+        Some(record_server_bool::<S_CATALOG>),
     );
     define_bool(
         c"pgaudit.log_client",
         c"Specifies whether audit messages should be visible to the client. This setting should generally be left disabled but may be useful for debugging or other purposes.",
         &LOG_CLIENT,
+        None,
     );
     define_string(
         c"pgaudit.log_level",
@@ -143,26 +146,31 @@ pub fn init() {
         c"pgaudit.log_parameter",
         c"Specifies that audit logging should include the parameters that were passed with the statement. When parameters are present they will be be included in CSV format after the statement text.",
         &LOG_PARAMETER,
+        Some(record_server_bool::<S_PARAMETER>),
     );
     define_bool(
         c"pgaudit.log_relation",
         c"Specifies whether session audit logging should create a separate log entry for each relation referenced in a SELECT or DML statement. This is a useful shortcut for exhaustive logging without using object audit logging.",
         &LOG_RELATION,
+        Some(record_server_bool::<S_RELATION>),
     );
     define_bool(
         c"pgaudit.log_rows",
         c"Specifies whether logging will include the rows retrieved or affected by a statement.",
         &LOG_ROWS,
+        Some(record_server_bool::<S_ROWS>),
     );
     define_bool(
         c"pgaudit.log_statement",
         c"Specifies whether logging will include the statement text and parameters.  Depending on requirements, the full statement text might not be required in the audit log.",
         &LOG_STATEMENT,
+        Some(record_server_bool::<S_STATEMENT>),
     );
     define_bool(
         c"pgaudit.log_statement_once",
         c"Specifies whether logging will include the statement text and parameters with the first log entry for a statement/substatement combination or with every entry.  Disabling this setting will result in less verbose logging but may make it more difficult to determine the statement that generated a log entry, though the statement/substatement pair along with the process id should suffice to identify the statement text logged with a previous entry.",
         &LOG_STATEMENT_ONCE,
+        Some(record_server_bool::<S_STATEMENT_ONCE>),
     );
     define_string(
         c"pgaudit.role",
@@ -176,6 +184,7 @@ pub fn init() {
         c"pgaudit.featureEnabled",
         c"Master switch for audit logging: when off, nothing is audit-logged whatever the other pgaudit settings say. Takes effect on new connections when set per database or role.",
         &FEATURE_ENABLED,
+        Some(record_server_bool::<S_FEATURE>),
     );
     define_int(
         c"pgaudit.log_max_string_length",
@@ -188,10 +197,12 @@ pub fn init() {
         c"pgaudit.log_nested_statements",
         c"Specifies whether statements nested in functions, procedures, DO blocks and triggers are audit-logged; when off only top-level statements are.",
         &LOG_NESTED_STATEMENTS,
+        Some(record_server_bool::<S_NESTED>),
     );
     // SAFETY: called in _PG_init after this prefix's settings are defined; the literal
     // is 'static and NUL-terminated.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaudit".as_ptr()) };
+    register_role_invalidation();
     init_change_capture();
 }
 
@@ -304,9 +315,11 @@ fn define_bool(
     name: &'static CStr,
     description: &'static CStr,
     setting: &'static GucSetting<bool>,
+    check: pg_sys::GucBoolCheckHook,
 ) {
     // SAFETY: name/description are 'static C strings; `setting` is a 'static cell that
-    // PostgreSQL writes only from this backend's main thread; no hooks are passed.
+    // PostgreSQL writes only from this backend's main thread; the check hook only
+    // stores into an atomic.
     unsafe {
         pg_sys::DefineCustomBoolVariable(
             name.as_ptr(),
@@ -316,7 +329,7 @@ fn define_bool(
             *setting.as_ptr(),
             AUDIT_POLICY_CONTEXT,
             pg_sys::GUC_NOT_IN_SAMPLE as i32,
-            None,
+            check,
             None,
             None,
         );
@@ -342,7 +355,7 @@ fn define_int(
             max,
             AUDIT_POLICY_CONTEXT,
             pg_sys::GUC_NOT_IN_SAMPLE as i32,
-            None,
+            Some(record_server_max_string_length),
             None,
             None,
         );
@@ -406,12 +419,18 @@ unsafe fn guc_text<'a>(raw: *const c_char) -> std::borrow::Cow<'a, str> {
 unsafe extern "C-unwind" fn check_log_classes(
     newval: *mut *mut c_char,
     extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
+    source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
     let text = unsafe { guc_text(*newval) };
     match classes::parse_class_list(&text) {
         Ok(bits) => match unsafe { guc_extra(bits) } {
+            // SAFETY: `extra` is PostgreSQL's out-parameter for this check call.
+            Some(block) if is_server_level(source) => unsafe {
+                SERVER_LOG_BITS.store(bits, Ordering::Relaxed);
+                *extra = block;
+                true
+            },
             // SAFETY: `extra` is PostgreSQL's out-parameter for this check call.
             Some(block) => unsafe {
                 *extra = block;
@@ -482,6 +501,128 @@ fn elevel(level: AuditLogLevel) -> i32 {
     }) as i32
 }
 
+// ---- The server level, and sessions of delegated admins ----
+//
+// A pgaudit_admin member configures auditing of others, never of itself: in sessions
+// whose login role is a member of pgaudit_admin (directly, through other roles, with or
+// without INHERIT, so SET ROLE is covered), the database- and role-level settings a
+// delegated admin can change may add auditing but never remove what the server level
+// (postgresql.conf, ALTER SYSTEM, the command line, ALTER ROLE ALL, the boot value)
+// turns on. The server level is recorded by the check hooks, which PostgreSQL calls for
+// every value it applies or reloads, with its source.
+
+const S_FEATURE: usize = 0;
+const S_CATALOG: usize = 1;
+const S_PARAMETER: usize = 2;
+const S_RELATION: usize = 3;
+const S_ROWS: usize = 4;
+const S_STATEMENT: usize = 5;
+const S_STATEMENT_ONCE: usize = 6;
+const S_NESTED: usize = 7;
+
+/// Server-level values of the boolean settings, by the indices above (boot values first).
+static SERVER_BOOLS: [AtomicBool; 8] = [
+    AtomicBool::new(false), // featureEnabled
+    AtomicBool::new(true),  // log_catalog
+    AtomicBool::new(false), // log_parameter
+    AtomicBool::new(false), // log_relation
+    AtomicBool::new(false), // log_rows
+    AtomicBool::new(true),  // log_statement
+    AtomicBool::new(false), // log_statement_once
+    AtomicBool::new(true),  // log_nested_statements
+];
+static SERVER_LOG_BITS: AtomicU32 = AtomicU32::new(classes::NONE);
+static SERVER_MAX_STRING_LENGTH: AtomicI32 = AtomicI32::new(-1);
+
+fn is_server_level(source: pg_sys::GucSource::Type) -> bool {
+    source <= pg_sys::GucSource::PGC_S_GLOBAL
+}
+
+fn server_bool(index: usize) -> bool {
+    SERVER_BOOLS[index].load(Ordering::Relaxed)
+}
+
+/// `session`, or on for an admin session when the server level says on.
+fn at_least(session: bool, index: usize) -> bool {
+    session || (server_bool(index) && admin_session())
+}
+
+// These hooks only record and accept (the value's type was checked by PostgreSQL); they
+// cannot panic or raise an ERROR, so they need no guard.
+unsafe extern "C-unwind" fn record_server_bool<const I: usize>(
+    newval: *mut bool,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    if is_server_level(source) {
+        // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+        SERVER_BOOLS[I].store(unsafe { *newval }, Ordering::Relaxed);
+    }
+    true
+}
+
+unsafe extern "C-unwind" fn record_server_max_string_length(
+    newval: *mut i32,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    if is_server_level(source) {
+        // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+        SERVER_MAX_STRING_LENGTH.store(unsafe { *newval }, Ordering::Relaxed);
+    }
+    true
+}
+
+thread_local! {
+    /// Whether this session's login role can act as a pgaudit_admin member; `None` until
+    /// looked up, and again after any change to roles or memberships.
+    static ADMIN_SESSION: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether this is a delegated admin's session (login role is a pgaudit_admin member).
+/// Outside a transaction, where the catalog cannot be read, it answers yes (more
+/// auditing) without caching.
+fn admin_session() -> bool {
+    if let Some(known) = ADMIN_SESSION.with(Cell::get) {
+        return known;
+    }
+    // SAFETY: reads of transaction state, then syscache-backed role lookups inside a
+    // transaction; missing_ok for the role.
+    unsafe {
+        if !pg_sys::IsTransactionState() {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"pgaudit_admin".as_ptr(), true);
+        let user = pg_sys::GetSessionUserId();
+        let known = admin != pg_sys::InvalidOid
+            && user != pg_sys::InvalidOid
+            && pg_sys::is_member_of_role_nosuper(user, admin);
+        ADMIN_SESSION.with(|c| c.set(Some(known)));
+        known
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_admin_session(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    ADMIN_SESSION.with(|c| c.set(None));
+}
+
+fn register_role_invalidation() {
+    // SAFETY: appends to PostgreSQL's syscache callback list (in the postmaster).
+    unsafe {
+        for cache in [
+            pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM,
+            pg_sys::SysCacheIdentifier::AUTHOID,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as i32,
+                Some(forget_admin_session),
+                pg_sys::Datum::from(0),
+            );
+        }
+    }
+}
+
 // ---- Typed accessors ----
 
 /// Reads a boolean setting without pgrx's per-read thread check: these accessors run in
@@ -494,16 +635,26 @@ fn fast_bool(setting: &GucSetting<bool>) -> bool {
 
 /// Whether audit logging applies to this session at all (`pgaudit.featureEnabled`).
 pub fn feature_enabled() -> bool {
-    fast_bool(&FEATURE_ENABLED)
+    fast_bool(&FEATURE_ENABLED) || (server_bool(S_FEATURE) && admin_session())
 }
 
 /// The effective class bitmap: the `pgaudit.log` bitmap when the master switch is on,
-/// otherwise nothing.
+/// otherwise nothing; for delegated admins' sessions at least the server level's.
 pub fn log_classes() -> u32 {
-    if feature_enabled() {
+    let session = if fast_bool(&FEATURE_ENABLED) {
         LOG_CLASS_BITS.load(Ordering::Relaxed)
     } else {
         classes::NONE
+    };
+    let server = if server_bool(S_FEATURE) {
+        SERVER_LOG_BITS.load(Ordering::Relaxed)
+    } else {
+        classes::NONE
+    };
+    if server & !session != 0 && admin_session() {
+        session | server
+    } else {
+        session
     }
 }
 
@@ -518,30 +669,40 @@ pub fn audit_elevel() -> i32 {
 }
 
 pub fn log_catalog() -> bool {
-    fast_bool(&LOG_CATALOG)
+    at_least(fast_bool(&LOG_CATALOG), S_CATALOG)
 }
 pub fn log_parameter() -> bool {
-    fast_bool(&LOG_PARAMETER)
+    at_least(fast_bool(&LOG_PARAMETER), S_PARAMETER)
 }
 pub fn log_relation() -> bool {
-    fast_bool(&LOG_RELATION)
+    at_least(fast_bool(&LOG_RELATION), S_RELATION)
 }
 pub fn log_rows() -> bool {
-    fast_bool(&LOG_ROWS)
+    at_least(fast_bool(&LOG_ROWS), S_ROWS)
 }
 pub fn log_statement() -> bool {
-    fast_bool(&LOG_STATEMENT)
+    at_least(fast_bool(&LOG_STATEMENT), S_STATEMENT)
 }
 pub fn log_statement_once() -> bool {
-    fast_bool(&LOG_STATEMENT_ONCE)
+    // "once" logs less: an admin session gets it only if the server level has it too.
+    fast_bool(&LOG_STATEMENT_ONCE) && (server_bool(S_STATEMENT_ONCE) || !admin_session())
 }
 pub fn log_nested_statements() -> bool {
-    fast_bool(&LOG_NESTED_STATEMENTS)
+    at_least(fast_bool(&LOG_NESTED_STATEMENTS), S_NESTED)
 }
 /// `pgaudit.log_max_string_length` as a byte limit, `None` when unlimited.
 pub fn log_max_string_length() -> Option<usize> {
     // SAFETY: as in `fast_bool`.
-    usize::try_from(unsafe { *LOG_MAX_STRING_LENGTH.as_ptr() }).ok()
+    let session = usize::try_from(unsafe { *LOG_MAX_STRING_LENGTH.as_ptr() }).ok();
+    let Some(limit) = session else {
+        return None;
+    };
+    // A shorter limit than the server level's is a weakening; -1 (unlimited) is the most.
+    match usize::try_from(SERVER_MAX_STRING_LENGTH.load(Ordering::Relaxed)).ok() {
+        Some(server) if server <= limit => Some(limit),
+        server if admin_session() => server.map(|s| s.max(limit)),
+        _ => Some(limit),
+    }
 }
 /// `pgaudit.role` without allocating; `None` when empty.
 pub fn audit_role_name() -> Option<&'static CStr> {

@@ -19,6 +19,7 @@ pub mod change_capture;
 pub mod delegated_config;
 pub mod delivery;
 pub mod gucs;
+pub mod pg;
 pub mod session_audit;
 pub mod syscache;
 
@@ -47,7 +48,9 @@ pub extern "C-unwind" fn _PG_init() {
         .report(PgLogLevel::ERROR);
     }
     gucs::init();
+    pg::internal::init();
     session_audit::init();
+    change_capture::trigger::init();
     delivery::init();
     log!("pgaudit_siem extension initialized");
 }

@@ -29,7 +29,8 @@ extension_sql!(
 CREATE TABLE pgaudit_siem.tracked (
     relid oid PRIMARY KEY,
     category text NOT NULL,
-    exclude_columns text[] NOT NULL DEFAULT '{}',
+    -- Excluded columns by attribute number of this table: they follow a renamed column.
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
     tracked_by name NOT NULL DEFAULT current_user,
     tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -81,20 +82,58 @@ INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
 REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox, pgaudit_siem.delivery_state FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
 
-CREATE VIEW pgaudit_siem.tracked_tables AS
-    SELECT t.relid::pg_catalog.regclass AS table_name, t.category, t.exclude_columns, t.tracked_by, t.tracked_at
-      FROM pgaudit_siem.tracked t;
 
 CREATE VIEW pgaudit_siem.events AS
     SELECT o.id, o.created_at, o.category, o.action, o.schema_name, o.table_name, o.row_count,
            o.part, o.part_count, o.xid, (o.xid, o.seq) <= (s.last_xid, s.last_seq) AS delivered, o.payload
       FROM pgaudit_siem.outbox o CROSS JOIN pgaudit_siem.delivery_state s;
 
-REVOKE ALL ON pgaudit_siem.tracked_tables, pgaudit_siem.events FROM PUBLIC;
-GRANT SELECT ON pgaudit_siem.tracked_tables, pgaudit_siem.events TO pgaudit_admin;
+REVOKE ALL ON pgaudit_siem.events FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.events TO pgaudit_admin;
 
 CREATE FUNCTION pgaudit_siem.capture_changes() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'pgaudit_siem_capture_changes';
+-- Only the capture triggers track() installs (as the extension owner) call it.
+REVOKE ALL ON FUNCTION pgaudit_siem.capture_changes() FROM PUBLIC;
+
+-- Names of columns of p_relid by attribute number, in column order.
+CREATE FUNCTION pgaudit_siem._column_names(p_relid oid, p_attnums int2[]) RETURNS text[]
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+      FROM pg_attribute a
+     WHERE a.attrelid = p_relid AND a.attnum = ANY (p_attnums) AND NOT a.attisdropped
+$f$;
+
+-- The attribute numbers in p_part of the columns p_root_attnums name in p_root
+-- (partitions may order their columns differently).
+CREATE FUNCTION pgaudit_siem._partition_attnums(p_root oid, p_part oid, p_root_attnums int2[]) RETURNS int2[]
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT coalesce(array_agg(p.attnum ORDER BY p.attnum), '{}')
+      FROM pg_attribute r JOIN pg_attribute p ON p.attrelid = p_part AND p.attname = r.attname AND NOT p.attisdropped
+     WHERE r.attrelid = p_root AND r.attnum = ANY (p_root_attnums)
+$f$;
+
+-- What a tracked table's events contain now: for track and alter_table events.
+CREATE FUNCTION pgaudit_siem._shape(p_relid oid, p_category text, p_attnums int2[]) RETURNS jsonb
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT jsonb_build_object(
+        'category', p_category,
+        'captured_columns', (SELECT coalesce(jsonb_agg(a.attname::text ORDER BY a.attnum), '[]')
+                               FROM pg_attribute a
+                              WHERE a.attrelid = p_relid AND a.attnum > 0 AND NOT a.attisdropped
+                                AND a.attnum <> ALL (p_attnums)),
+        'exclude_columns', to_jsonb(pgaudit_siem._column_names(p_relid, p_attnums)))
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem._column_names(oid, int2[]), pgaudit_siem._partition_attnums(oid, oid, int2[]),
+    pgaudit_siem._shape(oid, text, int2[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem._column_names(oid, int2[]) TO pgaudit_admin;
+
+CREATE VIEW pgaudit_siem.tracked_tables AS
+    SELECT t.relid::pg_catalog.regclass AS table_name, t.category,
+           pgaudit_siem._column_names(t.relid, t.exclude_attnums) AS exclude_columns, t.tracked_by, t.tracked_at
+      FROM pgaudit_siem.tracked t;
+REVOKE ALL ON pgaudit_siem.tracked_tables FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.tracked_tables TO pgaudit_admin;
 
 -- Records an administrative event (untrack, dropped table) in the outbox.
 -- With p_before/p_after it records one changed settings row, like the document's example.
@@ -123,10 +162,11 @@ $f$;
 REVOKE ALL ON FUNCTION pgaudit_siem._admin_event(text, text, oid, text, text, jsonb, jsonb, jsonb) FROM PUBLIC;
 
 -- Installs (or refreshes) the capture triggers on one table.
-CREATE FUNCTION pgaudit_siem._install_triggers(p_relid oid, p_category text, p_exclude text[])
+-- Trigger arguments: the category, then the excluded columns' attribute numbers.
+CREATE FUNCTION pgaudit_siem._install_triggers(p_relid oid, p_category text, p_exclude int2[])
     RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
-    args text := pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_literal(a) FROM pg_catalog.unnest(ARRAY[p_category] || p_exclude) a), ', ');
+    args text := pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_literal(a) FROM pg_catalog.unnest(ARRAY[p_category] || p_exclude::text[]) a), ', ');
     tbl text := p_relid::pg_catalog.regclass::text;
 BEGIN
     PERFORM pgaudit_siem._drop_triggers(p_relid);
@@ -149,18 +189,20 @@ BEGIN
     END LOOP;
 END
 $f$;
-REVOKE ALL ON FUNCTION pgaudit_siem._install_triggers(oid, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgaudit_siem._install_triggers(oid, text, int2[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgaudit_siem._drop_triggers(oid) FROM PUBLIC;
 
--- Refuses unless the caller owns the table or is a pgaudit_admin member.
+-- Refuses unless the calling role owns the table or is a pgaudit_admin member.
 CREATE FUNCTION pgaudit_siem._check_may_track(p_relid oid)
     RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    caller oid := pgaudit_siem._invoking_role();
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = p_relid) THEN
         RAISE EXCEPTION 'relation with OID % does not exist', p_relid USING ERRCODE = 'undefined_table';
     END IF;
-    IF NOT (pg_catalog.pg_has_role(session_user, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = p_relid), 'USAGE')
-            OR pg_catalog.pg_has_role(session_user, 'pgaudit_admin', 'USAGE')) THEN
+    IF NOT (pg_catalog.pg_has_role(caller, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = p_relid), 'USAGE')
+            OR pg_catalog.pg_has_role(caller, 'pgaudit_admin', 'USAGE')) THEN
         RAISE EXCEPTION 'permission denied to track table %', p_relid::pg_catalog.regclass
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Only the table owner or a member of pgaudit_admin may track or untrack a table.';
@@ -174,8 +216,11 @@ $f$;
 CREATE FUNCTION pgaudit_siem.track(tbl regclass, category text DEFAULT NULL, exclude_columns text[] DEFAULT '{}')
     RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
+    caller oid := pgaudit_siem._invoking_role();
     cat text := coalesce(category, (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl));
     unknown text;
+    excluded_attnums int2[];
+    previous jsonb;
     part oid;
 BEGIN
     PERFORM pgaudit_siem._check_may_track(tbl);
@@ -188,14 +233,35 @@ BEGIN
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'column "%" of relation % does not exist', unknown, tbl USING ERRCODE = 'undefined_column';
     END IF;
-    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_columns, tracked_by)
-         VALUES (tbl, cat, coalesce(exclude_columns, '{}'), session_user)
-    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_columns = excluded.exclude_columns,
-                                      tracked_by = excluded.tracked_by, tracked_at = excluded.tracked_at;
+    excluded_attnums := ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid = tbl AND a.attname = ANY (coalesce(exclude_columns, '{}'))
+                         AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
+    -- Events show the captured rows: a pgaudit_admin member must be allowed to read them.
+    IF NOT pg_catalog.pg_has_role(caller, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = tbl), 'USAGE') THEN
+        SELECT a.attname INTO unknown FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <> ALL (excluded_attnums)
+           AND NOT pg_catalog.has_column_privilege(caller, tbl, a.attnum, 'SELECT')
+         ORDER BY a.attnum LIMIT 1;
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to track table %', tbl
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = pg_catalog.format('Its events would show column "%s", which you may not read.', unknown),
+                      HINT = 'Tracking needs SELECT on every captured column (or ownership of the table); exclude the others.';
+        END IF;
+    END IF;
+    SELECT pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums) INTO previous FROM pgaudit_siem.tracked t WHERE t.relid = tbl;
+    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_attnums, tracked_by)
+         VALUES (tbl, cat, excluded_attnums, (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
+    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_attnums = excluded.exclude_attnums,
+                                      tracked_by = excluded.tracked_by, tracked_at = pg_catalog.now();
     -- The table itself, plus every partition below it (pg_partition_tree is empty for plain tables).
     FOR part IN SELECT tbl::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(tbl) LOOP
-        PERFORM pgaudit_siem._install_triggers(part, cat, coalesce(exclude_columns, '{}'));
+        PERFORM pgaudit_siem._install_triggers(part, cat, pgaudit_siem._partition_attnums(tbl, part, excluded_attnums));
     END LOOP;
+    PERFORM pgaudit_siem._admin_event('pgaudit_siem', CASE WHEN previous IS NULL THEN 'track' ELSE 'retrack' END, tbl,
+        (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = tbl),
+        (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl),
+        pgaudit_siem._shape(tbl, cat, excluded_attnums) || CASE WHEN previous IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('previous', previous) END);
 END
 $f$;
 
@@ -230,15 +296,27 @@ CREATE FUNCTION pgaudit_siem._sync_partitions() RETURNS void
 DECLARE
     cmd record;
     root record;
+    t record;
 BEGIN
-    FOR cmd IN SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands()
+    FOR cmd IN SELECT DISTINCT objid, command_tag FROM pg_catalog.pg_event_trigger_ddl_commands()
                 WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND object_type IN ('table', 'table column') LOOP
-        FOR root IN SELECT t.relid, t.category, t.exclude_columns FROM pgaudit_siem.tracked t
-                     WHERE t.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(cmd.objid) WHERE relid <> cmd.objid) LOOP
+        FOR root IN SELECT tr.relid, tr.category, tr.exclude_attnums FROM pgaudit_siem.tracked tr
+                     WHERE tr.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(cmd.objid) WHERE relid <> cmd.objid) LOOP
             IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = cmd.objid AND tgname = 'pgaudit_siem_capture_insert') THEN
-                PERFORM pgaudit_siem._install_triggers(cmd.objid, root.category, root.exclude_columns);
+                PERFORM pgaudit_siem._install_triggers(cmd.objid, root.category,
+                                                       pgaudit_siem._partition_attnums(root.relid, cmd.objid, root.exclude_attnums));
             END IF;
         END LOOP;
+        -- A tracked table changed shape (columns added, renamed, dropped, retyped, the table
+        -- renamed or rewritten): the SIEM sees what its events contain from now on.
+        SELECT tr.relid, tr.category, tr.exclude_attnums INTO t FROM pgaudit_siem.tracked tr WHERE tr.relid = cmd.objid;
+        IF FOUND AND cmd.command_tag = 'ALTER TABLE' THEN
+            PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
+                (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
+                (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
+                pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums)
+                    || pg_catalog.jsonb_build_object('statement', pg_catalog.left(pg_catalog.current_query(), 4096)));
+        END IF;
     END LOOP;
 END
 $f$;
@@ -266,6 +344,7 @@ CREATE FUNCTION pgaudit_siem._on_ddl_command_end() RETURNS event_trigger
 CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
     LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'pgaudit_siem_on_sql_drop';
+REVOKE ALL ON FUNCTION pgaudit_siem._on_ddl_command_end(), pgaudit_siem._on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
 CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
@@ -319,11 +398,11 @@ BEGIN
 END
 $f$;
 REVOKE ALL ON FUNCTION pgaudit_siem.discard_undelivered() FROM PUBLIC;
-REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid), pgaudit_siem._invoking_role() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_siem.untrack(regclass) TO PUBLIC;
 "#,
     name = "change_capture",
-    requires = ["delegated_config", uuid_v7, wake_delivery_at_commit],
+    requires = ["delegated_config", uuid_v7, wake_delivery_at_commit, invoking_role],
 );
 
 const FINFO_V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
@@ -341,10 +420,7 @@ pub extern "C" fn pg_finfo_pgaudit_siem_on_sql_drop() -> &'static pgrx::pg_sys::
 
 /// Runs `query` as an internal statement: nothing it executes is audit-logged.
 fn run_internal(query: &str) -> pgrx::pg_sys::Datum {
-    let was_internal = crate::session_audit::stack::internal_statement();
-    crate::session_audit::stack::set_internal_statement(true);
-    Spi::run(query).unwrap_or_else(|e| error!("pgaudit_siem: {e}"));
-    crate::session_audit::stack::set_internal_statement(was_internal);
+    crate::pg::internal::run(|| Spi::run(query).unwrap_or_else(|e| error!("pgaudit_siem: {e}")));
     pgrx::pg_sys::Datum::from(0)
 }
 
@@ -371,6 +447,14 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(
 #[pg_extern(name = "_wake_delivery_at_commit", volatile, parallel_unsafe)]
 fn wake_delivery_at_commit() {
     crate::delivery::shmem::force_wake_worker_at_commit();
+}
+
+/// The role that called the SQL API, as `current_user` outside SECURITY DEFINER
+/// functions (`SET ROLE` applies).
+#[pg_extern(name = "_invoking_role", stable, parallel_safe)]
+fn invoking_role() -> pgrx::pg_sys::Oid {
+    // SAFETY: plain read of the session's outer user id.
+    unsafe { pgrx::pg_sys::GetOuterUserId() }
 }
 
 /// A new UUIDv7 (time-ordered), as the capture trigger assigns to events.

@@ -74,7 +74,8 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
                             }
                         }
                     }
-                    pg_sys::ObjectType::OBJECT_EXTENSION => {
+                    // The extension's schema goes with the outbox, extension or not.
+                    pg_sys::ObjectType::OBJECT_EXTENSION | pg_sys::ObjectType::OBJECT_SCHEMA => {
                         for object in PgList::<pg_sys::Node>::from_pg(stmt.objects).iter_ptr() {
                             if string_value(object) == "pgaudit_siem" {
                                 refuse_drop_with_undelivered_events();
@@ -82,6 +83,33 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
                         }
                     }
                     _ => {}
+                }
+            }
+            // Capture trigger names are reserved: CREATE OR REPLACE TRIGGER would swap the
+            // function (or the transition tables) of a capture trigger.
+            pg_sys::NodeTag::T_CreateTrigStmt => {
+                let stmt = &*(utility as *mut pg_sys::CreateTrigStmt);
+                if !stmt.trigname.is_null() {
+                    let name = CStr::from_ptr(stmt.trigname).to_string_lossy();
+                    if is_capture_trigger(&name) && !privileged() {
+                        refuse(format!(
+                            "permission denied to create or replace change-capture trigger \"{name}\""
+                        ));
+                    }
+                }
+            }
+            // ALTER TRIGGER ... DEPENDS ON EXTENSION would let dropping that extension drop
+            // a capture trigger.
+            pg_sys::NodeTag::T_AlterObjectDependsStmt => {
+                let stmt = &*(utility as *mut pg_sys::AlterObjectDependsStmt);
+                if stmt.objectType == pg_sys::ObjectType::OBJECT_TRIGGER && !stmt.object.is_null() {
+                    let names = PgList::<pg_sys::Node>::from_pg(stmt.object as *mut pg_sys::List);
+                    let name = names.iter_ptr().last().map(string_value).unwrap_or_default();
+                    if is_capture_trigger(&name) && !privileged() {
+                        refuse(format!(
+                            "permission denied to alter change-capture trigger \"{name}\""
+                        ));
+                    }
                 }
             }
             pg_sys::NodeTag::T_RenameStmt => {
@@ -139,24 +167,37 @@ fn has_capture_triggers(relation: *mut pg_sys::RangeVar) -> bool {
     if relid == pg_sys::InvalidOid {
         return false;
     }
-    Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname LIKE 'pgaudit\\_siem\\_capture\\_%')",
-        &[relid.into()],
-    )
+    crate::pg::internal::run(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1
+                              AND pg_catalog.starts_with(tgname::pg_catalog.text, 'pgaudit_siem_capture_'))",
+            &[relid.into()],
+        )
+    })
     .ok()
     .flatten()
     .unwrap_or(false)
 }
 
 fn refuse_drop_with_undelivered_events() {
-    let undelivered = Spi::get_one::<i64>(
-        "SELECT CASE WHEN pg_catalog.to_regclass('pgaudit_siem.outbox') IS NULL THEN 0
-                     ELSE (SELECT count(*) FROM pgaudit_siem.outbox o, pgaudit_siem.delivery_state s
-                            WHERE (o.xid, o.seq) > (s.last_xid, s.last_seq)) END",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(0);
+    // The guard's own query is internal: it must not appear in the audit trail or take
+    // a statement id.
+    let undelivered = crate::pg::internal::run(|| {
+        if Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pgaudit_siem.outbox') IS NOT NULL")
+            .ok()
+            .flatten()
+            != Some(true)
+        {
+            return 0;
+        }
+        Spi::get_one::<i64>(
+            "SELECT pg_catalog.count(*) FROM pgaudit_siem.outbox o, pgaudit_siem.delivery_state s
+              WHERE (o.xid, o.seq) OPERATOR(pg_catalog.>) (s.last_xid, s.last_seq)",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+    });
     if undelivered > 0 {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,

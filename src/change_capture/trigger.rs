@@ -25,11 +25,11 @@ use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr};
 
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 use super::json::{self, Uuid7Generator};
 use crate::gucs;
-use crate::session_audit::stack;
 
 const FINFO_V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
 
@@ -67,37 +67,126 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_capture_changes(
     let trigger = unsafe {
         let context = (*fcinfo).context;
         if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            error!("pgaudit_siem.capture_changes() can only be called as a trigger");
+            misuse("pgaudit_siem.capture_changes() can only be called as a trigger");
         }
         &*(context as *const pg_sys::TriggerData)
     };
-    if trigger.tg_event & pg_sys::TRIGGER_EVENT_ROW != 0 {
-        error!("pgaudit_siem.capture_changes() must be a FOR EACH STATEMENT trigger");
-    }
-    let action = match trigger.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
-        pg_sys::TRIGGER_EVENT_INSERT => Action::Insert,
-        pg_sys::TRIGGER_EVENT_UPDATE => Action::Update,
-        pg_sys::TRIGGER_EVENT_DELETE => Action::Delete,
-        _ => Action::Truncate,
-    };
+    let action = checked_action(trigger);
     // Everything the capture runs (lookups, the outbox insert) is internal: the audit
-    // trail shows the application's statement, not our machinery. An ERROR leaves the
-    // flag set only until the statement's stack entries go (which resets it).
-    let was_internal = stack::internal_statement();
-    stack::set_internal_statement(true);
-    capture(trigger, action);
-    stack::set_internal_statement(was_internal);
+    // trail shows the application's statement, not our machinery. The scope ends on
+    // every exit, errors included.
+    let _internal = crate::pg::internal::InternalScope::enter();
+    let (category, excluded) = trigger_args(trigger);
+    verify_registered(trigger, &category, excluded.len());
+    capture(trigger, action, &category, &excluded);
     // The executor ignores an AFTER trigger's tuple but refuses a SQL NULL result, so
     // return a NULL pointer with isnull left false, as PL/pgSQL does.
     pg_sys::Datum::from(0)
 }
 
-/// Trigger arguments: category, then excluded column names.
-fn trigger_args(trigger: &pg_sys::TriggerData) -> (String, Vec<String>) {
+/// Refuses a call that is not one of the capture triggers `track()` installs
+/// (SQLSTATE 39P01, trigger protocol violated).
+fn misuse(message: &str) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+        message.to_owned(),
+        function_name!(),
+    )
+    .set_hint("pgaudit_siem.capture_changes() runs only as the capture triggers that pgaudit_siem.track() installs.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// The action, after checking level, timing, name and transition tables.
+fn checked_action(trigger: &pg_sys::TriggerData) -> Action {
+    let event = trigger.tg_event;
+    if event & pg_sys::TRIGGER_EVENT_ROW != 0 {
+        misuse("pgaudit_siem.capture_changes() must be a FOR EACH STATEMENT trigger");
+    }
+    if event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_AFTER {
+        misuse("pgaudit_siem.capture_changes() must be an AFTER trigger");
+    }
+    let (action, name): (Action, &CStr) = match event & pg_sys::TRIGGER_EVENT_OPMASK {
+        pg_sys::TRIGGER_EVENT_INSERT => (Action::Insert, c"pgaudit_siem_capture_insert"),
+        pg_sys::TRIGGER_EVENT_UPDATE => (Action::Update, c"pgaudit_siem_capture_update"),
+        pg_sys::TRIGGER_EVENT_DELETE => (Action::Delete, c"pgaudit_siem_capture_delete"),
+        pg_sys::TRIGGER_EVENT_TRUNCATE => (Action::Truncate, c"pgaudit_siem_capture_truncate"),
+        _ => misuse("pgaudit_siem.capture_changes() fired for an unknown event"),
+    };
+    // SAFETY: tg_trigger is valid during the call; tgname is NUL-terminated.
+    let actual = unsafe { CStr::from_ptr((*trigger.tg_trigger).tgname) };
+    if actual != name {
+        misuse(&format!(
+            "trigger \"{}\" is not a pgaudit_siem capture trigger",
+            actual.to_string_lossy()
+        ));
+    }
+    let (needs_old, needs_new) = match action {
+        Action::Insert => (false, true),
+        Action::Update => (true, true),
+        Action::Delete => (true, false),
+        Action::Truncate => (false, false),
+    };
+    if (needs_old && trigger.tg_oldtable.is_null()) || (needs_new && trigger.tg_newtable.is_null())
+    {
+        misuse("pgaudit_siem.capture_changes() needs the transition tables pgaudit_siem.track() declares");
+    }
+    action
+}
+
+thread_local! {
+    /// Capture triggers already matched against `pgaudit_siem.tracked`: (table, trigger).
+    /// Any change of a trigger invalidates its table's relcache entry, which drops them.
+    static VERIFIED: RefCell<Vec<(pg_sys::Oid, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Relcache invalidation: forget verified triggers of `relid` (all for InvalidOid).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn forget_verified(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    VERIFIED.with(|v| {
+        v.borrow_mut()
+            .retain(|(table, _)| relid != pg_sys::InvalidOid && *table != relid)
+    });
+}
+
+/// Registers the relcache callback. `_PG_init` only.
+pub fn init() {
+    // SAFETY: appends to PostgreSQL's callback list in the postmaster.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_verified), pg_sys::Datum::from(0)) };
+}
+
+/// Refuses a capture trigger whose table (or partition root) is not tracked with the
+/// trigger's category and exclusions, so a stray or forged trigger writes no event.
+fn verify_registered(trigger: &pg_sys::TriggerData, category: &str, excluded: usize) {
+    // SAFETY: trigger and relation are valid during the call.
+    let (relid, tgoid) = unsafe { ((*trigger.tg_relation).rd_id, (*trigger.tg_trigger).tgoid) };
+    if VERIFIED.with(|v| v.borrow().contains(&(relid, tgoid))) {
+        return;
+    }
+    let registered = as_outbox_owner(|| {
+        Spi::get_two_with_args::<String, i32>(
+            "SELECT t.category, pg_catalog.cardinality(t.exclude_attnums)
+               FROM pgaudit_siem.tracked t
+              WHERE t.relid OPERATOR(pg_catalog.=) $1
+                 OR t.relid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) a)
+              LIMIT 1",
+            &[relid.into()],
+        )
+    });
+    match registered {
+        Ok((Some(c), Some(n))) if c == category && n as usize == excluded => {
+            VERIFIED.with(|v| v.borrow_mut().push((relid, tgoid)));
+        }
+        _ => misuse("this capture trigger does not match pgaudit_siem.tracked"),
+    }
+}
+
+/// Trigger arguments: category, then the attribute numbers of excluded columns.
+fn trigger_args(trigger: &pg_sys::TriggerData) -> (String, Vec<i16>) {
     // SAFETY: tg_trigger is valid during the call; tgargs has tgnargs C strings.
     let args: Vec<String> = unsafe {
         let t = &*trigger.tg_trigger;
-        (0..t.tgnargs as usize)
+        (0..t.tgnargs.max(0) as usize)
             .map(|i| {
                 CStr::from_ptr(*t.tgargs.add(i))
                     .to_string_lossy()
@@ -106,8 +195,16 @@ fn trigger_args(trigger: &pg_sys::TriggerData) -> (String, Vec<String>) {
             .collect()
     };
     let mut iter = args.into_iter();
-    let category = iter.next().unwrap_or_default();
-    (category, iter.collect())
+    let Some(category) = iter.next() else {
+        misuse("a capture trigger needs its category as first argument");
+    };
+    let excluded = iter
+        .map(|a| {
+            a.parse::<i16>()
+                .unwrap_or_else(|_| misuse("capture trigger arguments after the category are column numbers"))
+        })
+        .collect();
+    (category, excluded)
 }
 
 /// How one column becomes JSON, chosen once per statement.
@@ -131,23 +228,21 @@ struct Column {
     encoder: Encoder,
 }
 
-fn columns(tupdesc: pg_sys::TupleDesc, excluded: &[String]) -> Vec<Column> {
+fn columns(tupdesc: pg_sys::TupleDesc, excluded: &[i16]) -> Vec<Column> {
     // SAFETY: a relation's tuple descriptor with `natts` attributes.
     let natts = unsafe { (*tupdesc).natts } as usize;
     let mut out = Vec::with_capacity(natts);
     for i in 0..natts {
         // SAFETY: i < natts.
         let att = unsafe { &*(*tupdesc).attrs.as_ptr().add(i) };
-        if att.attisdropped {
+        // Exclusions follow the column (its number), not its name.
+        if att.attisdropped || excluded.contains(&att.attnum) {
             continue;
         }
         // SAFETY: NameData is NUL-terminated.
         let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) }
             .to_string_lossy()
             .into_owned();
-        if excluded.iter().any(|e| *e == name) {
-            continue;
-        }
         let mut key = Vec::with_capacity(name.len() + 3);
         json::push_string(&mut key, name.as_bytes());
         key.push(b':');
@@ -310,38 +405,125 @@ impl Part {
     fn bytes(&self) -> usize {
         self.before.len() + self.after.len()
     }
-}
 
-/// Iterates a transition table, calling `f` with each row's values and nulls.
-///
-/// # Safety
-/// `store` is a transition tuplestore whose rows match `tupdesc`.
-unsafe fn for_each_row(
-    store: *mut pg_sys::Tuplestorestate,
-    tupdesc: pg_sys::TupleDesc,
-    mut f: impl FnMut(*const pg_sys::Datum, *const bool),
-) {
-    // SAFETY: per the contract; the slot is dropped before returning.
-    unsafe {
-        let slot = pg_sys::MakeSingleTupleTableSlot(tupdesc, &pg_sys::TTSOpsMinimalTuple);
-        pg_sys::tuplestore_rescan(store);
-        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-            pg_sys::slot_getsomeattrs_int(slot, (*tupdesc).natts);
-            f((*slot).tts_values, (*slot).tts_isnull);
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+    /// Empties the part, keeping its buffers (at most one part's worth plus a row).
+    fn clear(&mut self) {
+        self.before.clear();
+        self.after.clear();
+        self.rows = 0;
     }
 }
 
-fn capture(trigger: &pg_sys::TriggerData, action: Action) {
-    let (category, excluded) = trigger_args(trigger);
+/// Reads a statement's transition tables row by row (UPDATE: old and new rows in
+/// lockstep; PostgreSQL stores them in the same order).
+struct RowReader {
+    old: *mut pg_sys::Tuplestorestate,
+    new: *mut pg_sys::Tuplestorestate,
+    old_slot: *mut pg_sys::TupleTableSlot,
+    new_slot: *mut pg_sys::TupleTableSlot,
+    natts: i32,
+}
+
+impl RowReader {
+    /// # Safety
+    /// `old`/`new` are NULL or transition tuplestores whose rows match `tupdesc`.
+    unsafe fn new(
+        old: *mut pg_sys::Tuplestorestate,
+        new: *mut pg_sys::Tuplestorestate,
+        tupdesc: pg_sys::TupleDesc,
+    ) -> RowReader {
+        // SAFETY: per the contract; slots are dropped in Drop.
+        unsafe {
+            let slot = |store: *mut pg_sys::Tuplestorestate| {
+                if store.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    pg_sys::MakeSingleTupleTableSlot(tupdesc, &pg_sys::TTSOpsMinimalTuple)
+                }
+            };
+            let reader = RowReader {
+                old,
+                new,
+                old_slot: slot(old),
+                new_slot: slot(new),
+                natts: (*tupdesc).natts,
+            };
+            reader.rescan();
+            reader
+        }
+    }
+
+    fn rescan(&self) {
+        for store in [self.old, self.new] {
+            if !store.is_null() {
+                // SAFETY: transition tuplestores allow rewinding their read pointer.
+                unsafe { pg_sys::tuplestore_rescan(store) };
+            }
+        }
+    }
+
+    /// The next row of `store` into `slot`, deformed; false at the end.
+    fn next(&self, store: *mut pg_sys::Tuplestorestate, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        // SAFETY: store and slot belong together (see `new`).
+        unsafe {
+            if !pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+                return false;
+            }
+            pg_sys::slot_getsomeattrs_int(slot, self.natts);
+            true
+        }
+    }
+
+    /// Appends the next row (UPDATE: the next old/new pair) to `part`; false at the end.
+    fn append_next(&self, part: &mut Part, columns: &mut [Column]) -> bool {
+        let mut any = false;
+        for (store, slot, into_after) in [(self.old, self.old_slot, false), (self.new, self.new_slot, true)] {
+            if store.is_null() || !self.next(store, slot) {
+                continue;
+            }
+            any = true;
+            let buf = if into_after { &mut part.after } else { &mut part.before };
+            if part.rows > 0 {
+                buf.push(b',');
+            }
+            // SAFETY: the slot was just filled and deformed for all attributes.
+            unsafe { push_row(buf, columns, (*slot).tts_values, (*slot).tts_isnull) };
+        }
+        if any {
+            part.rows += 1;
+        }
+        any
+    }
+}
+
+impl Drop for RowReader {
+    fn drop(&mut self) {
+        for slot in [self.old_slot, self.new_slot] {
+            if !slot.is_null() {
+                // SAFETY: slots made in `new`, dropped once.
+                unsafe { pg_sys::ExecDropSingleTupleTableSlot(slot) };
+            }
+        }
+    }
+}
+
+/// Builds and inserts the events of one statement with memory bounded by one part:
+/// parts are inserted as they fill. A statement that fits one part is encoded once; a
+/// larger one is encoded twice, first to count its parts (every part carries
+/// `part_count`), then to insert them, with the same deterministic encoders.
+fn capture(trigger: &pg_sys::TriggerData, action: Action, category: &str, excluded: &[i16]) {
     let relation = trigger.tg_relation;
     // SAFETY: the trigger's relation is open and locked for the statement.
     let tupdesc = unsafe { (*relation).rd_att };
-    let (old, new) = (trigger.tg_oldtable, trigger.tg_newtable);
+    let (old, new) = match action {
+        Action::Insert => (std::ptr::null_mut(), trigger.tg_newtable),
+        Action::Delete => (trigger.tg_oldtable, std::ptr::null_mut()),
+        Action::Update => (trigger.tg_oldtable, trigger.tg_newtable),
+        Action::Truncate => (std::ptr::null_mut(), std::ptr::null_mut()),
+    };
     let row_count: Option<u64> = match action {
         Action::Truncate => None,
-        // SAFETY: transition tables exist for the events we install triggers for.
+        // SAFETY: checked_action made sure the needed transition tables exist.
         Action::Insert => Some(unsafe { pg_sys::tuplestore_tuple_count(new) } as u64),
         Action::Update | Action::Delete => {
             Some(unsafe { pg_sys::tuplestore_tuple_count(old) } as u64)
@@ -350,76 +532,53 @@ fn capture(trigger: &pg_sys::TriggerData, action: Action) {
     if row_count == Some(0) {
         return;
     }
-    let mut columns = columns(tupdesc, &excluded);
-    let max_rows = gucs::max_rows_per_event();
-    let max_bytes = gucs::max_event_bytes();
-    let mut parts: Vec<Part> = vec![Part::default()];
-    // Pass over the rows that decide part boundaries (new rows, or old rows for DELETE).
-    let (first_store, second_store) = match action {
-        Action::Insert => (new, std::ptr::null_mut()),
-        Action::Delete => (old, std::ptr::null_mut()),
-        Action::Update => (old, new),
-        Action::Truncate => (std::ptr::null_mut(), std::ptr::null_mut()),
-    };
-    let mut boundaries: Vec<usize> = Vec::new(); // row counts of finished parts, for UPDATE
-    if !first_store.is_null() {
-        let into_after = action == Action::Insert;
-        // SAFETY: transition table of this relation.
-        unsafe {
-            for_each_row(first_store, tupdesc, |values, nulls| {
-                let part = parts.last_mut().unwrap();
-                let buf = if into_after {
-                    &mut part.after
-                } else {
-                    &mut part.before
-                };
-                if part.rows > 0 {
-                    buf.push(b',');
-                }
-                push_row(buf, &mut columns, values, nulls);
-                part.rows += 1;
-                // UPDATE parts get their new rows later: count the old rows twice.
-                let bytes = if into_after || action == Action::Delete {
-                    part.bytes()
-                } else {
-                    2 * part.bytes()
-                };
-                if part.rows >= max_rows || bytes >= max_bytes {
-                    boundaries.push(part.rows);
-                    parts.push(Part::default());
-                }
-            });
-        }
-        if parts.len() > 1 && parts.last().unwrap().rows == 0 {
-            parts.pop();
+    let context = EventContext::current(category, action, relation);
+    let mut part = Part::default();
+    if action == Action::Truncate {
+        insert_part(&context, row_count, 1, 1, &part);
+        return;
+    }
+    let mut columns = columns(tupdesc, excluded);
+    let (max_rows, max_bytes) = (gucs::max_rows_per_event(), gucs::max_event_bytes());
+    let full = |p: &Part| p.rows >= max_rows || p.bytes() >= max_bytes;
+    // SAFETY: the transition tables of this relation's statement.
+    let reader = unsafe { RowReader::new(old, new, tupdesc) };
+    let mut part_count = 0usize;
+    while reader.append_next(&mut part, &mut columns) {
+        if full(&part) {
+            part_count += 1;
+            part.clear();
         }
     }
-    if !second_store.is_null() {
-        // UPDATE: new rows go into the part holding the matching old row.
-        let mut part_index = 0;
-        let mut in_part = 0;
-        // SAFETY: transition table of this relation.
-        unsafe {
-            for_each_row(second_store, tupdesc, |values, nulls| {
-                let part = &mut parts[part_index];
-                if in_part > 0 {
-                    part.after.push(b',');
-                }
-                push_row(&mut part.after, &mut columns, values, nulls);
-                in_part += 1;
-                if in_part == part.rows && part_index + 1 < parts.len() {
-                    part_index += 1;
-                    in_part = 0;
-                }
-            });
+    if part_count == 0 {
+        insert_part(&context, row_count, 1, 1, &part);
+        return;
+    }
+    if part.rows > 0 {
+        part_count += 1;
+    }
+    part.clear();
+    reader.rescan();
+    let mut inserted = 0usize;
+    while reader.append_next(&mut part, &mut columns) {
+        if full(&part) {
+            inserted += 1;
+            insert_part(&context, row_count, inserted, part_count, &part);
+            part.clear();
         }
     }
-    let context = EventContext::current(&category, action, relation);
-    let part_count = parts.len();
-    for (i, part) in parts.iter().enumerate() {
-        let payload = context.payload(row_count, i + 1, part_count, part);
-        insert_event(&context, row_count, i + 1, part_count, &payload);
+    if part.rows > 0 {
+        inserted += 1;
+        insert_part(&context, row_count, inserted, part_count, &part);
     }
+    if inserted != part_count {
+        error!("pgaudit_siem: capture found {inserted} parts on its second pass, {part_count} on the first");
+    }
+}
+
+fn insert_part(context: &EventContext, row_count: Option<u64>, part: usize, parts: usize, rows: &Part) {
+    let payload = context.payload(row_count, part, parts, rows);
+    insert_event(context, row_count, part, parts, &payload);
 }
 
 /// Everything about the event except the rows.
@@ -670,7 +829,8 @@ thread_local! {
 
 const INSERT_SQL: &CStr = c"INSERT INTO pgaudit_siem.outbox (id, created_at, category, action, relid, schema_name, table_name, row_count, part, part_count, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-/// Appends one event to the outbox, as the outbox owner, unaudited.
+/// Appends one event to the outbox, as the outbox owner (the caller runs it as an
+/// internal statement).
 pub fn insert_event(
     context: &EventContext,
     row_count: Option<u64>,
@@ -679,20 +839,7 @@ pub fn insert_event(
     payload: &(Vec<u8>, [u8; 16]),
 ) {
     let (payload, id) = payload;
-    let owner = outbox_owner();
-    let was_internal = stack::internal_statement();
-    stack::set_internal_statement(true);
-    let mut saved_user = pg_sys::InvalidOid;
-    let mut saved_context = 0;
-    // SAFETY: switch to the outbox owner for the insert; restored below, or by
-    // transaction abort if the insert fails.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
+    let _owner = crate::pg::user::AsUser::switch_to(outbox_owner());
     // SAFETY: classic SPI: connect, prepare once and keep the plan, execute with datums
     // built in the SPI procedure context, finish.
     unsafe {
@@ -755,10 +902,14 @@ pub fn insert_event(
             error!("pgaudit_siem: outbox insert returned {rc}");
         }
         pg_sys::SPI_finish();
-        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
     }
-    stack::set_internal_statement(was_internal);
     crate::delivery::shmem::wake_worker_at_commit();
+}
+
+/// Runs `f` as the outbox owner (who owns every table of the extension).
+fn as_outbox_owner<R>(f: impl FnOnce() -> R) -> R {
+    let _owner = crate::pg::user::AsUser::switch_to(outbox_owner());
+    f()
 }
 
 fn outbox_owner() -> pg_sys::Oid {

@@ -40,6 +40,9 @@ pub enum FailureKind {
     Protocol,
     Http,
     Authentication,
+    /// The endpoint resolved only to addresses the server may not reach (link-local,
+    /// cloud metadata) and the platform did not allow them explicitly.
+    NotAllowed,
 }
 
 impl FailureKind {
@@ -52,6 +55,7 @@ impl FailureKind {
             FailureKind::Protocol => "protocol",
             FailureKind::Http => "http_status",
             FailureKind::Authentication => "authentication",
+            FailureKind::NotAllowed => "not_allowed",
         }
     }
 }
@@ -68,6 +72,9 @@ pub struct Request {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub tls: TlsFiles,
+    /// `pgaudit_siem.delivery_allowed_hosts`: literal addresses listed there may be
+    /// reached even when [`forbidden_address`] says no.
+    pub allowed_hosts: String,
 }
 
 /// Server-side files that change whom the client trusts and how it identifies itself:
@@ -162,22 +169,99 @@ fn tls_config(tls: &TlsFiles) -> Result<ureq::tls::TlsConfig, String> {
     Ok(builder.build())
 }
 
-/// A keep-alive agent trusting `tls`. Timeouts are set per request.
-pub fn agent(tls: &TlsFiles) -> Result<ureq::Agent, String> {
-    Ok(ureq::Agent::config_builder()
+/// Addresses a SIEM endpoint may not resolve to unless the platform lists them in
+/// `delivery_allowed_hosts`: link-local ranges (where cloud metadata services live,
+/// 169.254.169.254 and fd00:ec2::254 among them), Alibaba's metadata address, and the
+/// unspecified and broadcast addresses. Checked on the *resolved* address at connect
+/// time, so DNS rebinding between a check and the connection does not help.
+pub fn forbidden_address(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets() == [100, 100, 100, 200]
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_address(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_unspecified() || (s[0] & 0xffc0) == 0xfe80 || s == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
+        }
+    }
+}
+
+/// Whether `allowed` (the allowed-hosts setting) names `ip` literally.
+fn listed(ip: std::net::IpAddr, allowed: &str) -> bool {
+    allowed.split(',').any(|p| {
+        p.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|listed| listed == ip)
+    })
+}
+
+/// Whether the server may connect to `ip` under `allowed`.
+pub fn address_allowed(ip: std::net::IpAddr, allowed: &str) -> bool {
+    !forbidden_address(ip) || listed(ip, allowed)
+}
+
+/// ureq's resolver, keeping only the addresses [`address_allowed`] accepts.
+#[derive(Debug)]
+struct GuardedResolver {
+    allowed: String,
+}
+
+impl ureq::unversioned::resolver::Resolver for GuardedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let resolved = ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout)?;
+        let mut kept = self.empty();
+        for addr in resolved.iter() {
+            if address_allowed(addr.ip(), &self.allowed) {
+                kept.push(*addr);
+            }
+        }
+        if kept.is_empty() {
+            return Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the endpoint resolves only to link-local or metadata addresses",
+            )));
+        }
+        Ok(kept)
+    }
+}
+
+/// A keep-alive agent trusting `tls`, connecting only where [`address_allowed`] says.
+/// Timeouts are set per request.
+pub fn agent(tls: &TlsFiles, allowed_hosts: &str) -> Result<ureq::Agent, String> {
+    let config = ureq::Agent::config_builder()
         .tls_config(tls_config(tls)?)
         .http_status_as_error(false)
         .max_idle_connections(4)
         .max_idle_connections_per_host(2)
         .max_redirects(0)
         .user_agent(concat!("pgaudit_siem/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into())
+        .build();
+    Ok(ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        GuardedResolver {
+            allowed: allowed_hosts.to_owned(),
+        },
+    ))
 }
 
 /// Sends `request` with a fresh agent (no connection reuse): for one-off requests.
 pub fn post_once(request: &Request) -> Reply {
-    match agent(&request.tls) {
+    match agent(&request.tls, &request.allowed_hosts) {
         Ok(agent) => post(&agent, request),
         Err(message) => Reply {
             outcome: failed(FailureKind::Tls, message),
@@ -293,6 +377,10 @@ pub fn classify_error(error: &ureq::Error) -> (FailureKind, String) {
         ureq::Error::Tls(what) => (FailureKind::Tls, format!("TLS error: {what}")),
         ureq::Error::Rustls(e) => (FailureKind::Tls, format!("TLS error: {e}")),
         ureq::Error::Io(e) => match e.kind() {
+            ErrorKind::PermissionDenied => (
+                FailureKind::NotAllowed,
+                "the endpoint resolves only to link-local or cloud metadata addresses".into(),
+            ),
             ErrorKind::ConnectionRefused => (FailureKind::Connect, "connection refused".into()),
             ErrorKind::TimedOut | ErrorKind::WouldBlock => {
                 (FailureKind::Timeout, "timed out".into())
@@ -360,15 +448,23 @@ impl Sender {
             .name("pgaudit_siem http".into())
             .spawn(move || {
                 block_all_signals();
-                let mut current: Option<(TlsFiles, Result<ureq::Agent, String>)> = None;
+                let mut current: Option<((TlsFiles, String), Result<ureq::Agent, String>)> = None;
                 let mut wake_write = wake_write;
                 while let Ok(request) = job_rx.recv() {
                     // Keep the agent (and its pooled connections) until the TLS files change.
-                    if current.as_ref().is_none_or(|(tls, _)| *tls != request.tls) {
-                        current = Some((request.tls.clone(), agent(&request.tls)));
+                    let key = (request.tls.clone(), request.allowed_hosts.clone());
+                    if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                        let made = agent(&request.tls, &request.allowed_hosts);
+                        current = Some((key, made));
                     }
                     let reply = match current.as_ref().map(|(_, a)| a) {
-                        Some(Ok(agent)) => post(agent, &request),
+                        // A panic in the HTTP stack must not end the thread (the worker
+                        // would wait for a reply that never comes): it fails this request.
+                        Some(Ok(agent)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| post(agent, &request)))
+                            .unwrap_or_else(|_| Reply {
+                                outcome: failed(FailureKind::Protocol, "the HTTP client failed unexpectedly".into()),
+                                elapsed: Duration::ZERO,
+                            }),
                         Some(Err(message)) => Reply {
                             outcome: failed(FailureKind::Tls, message.clone()),
                             elapsed: Duration::ZERO,
@@ -388,7 +484,7 @@ impl Sender {
         })
     }
 
-    /// Queues a request; the reply arrives through [`Sender::try_reply`].
+    /// Queues a request; the reply arrives through [`Sender::poll`].
     pub fn start(&self, request: Request) -> bool {
         self.jobs.send(request).is_ok()
     }
@@ -398,11 +494,31 @@ impl Sender {
         self.wake_read.as_raw_fd()
     }
 
-    /// The reply, if the helper thread has finished.
-    pub fn try_reply(&mut self) -> Option<Reply> {
+    /// The reply, if the helper thread has finished; [`Poll::Gone`] if the thread ended.
+    pub fn poll(&mut self) -> Poll {
         let mut sink = [0u8; 64];
         while matches!(self.wake_read.read(&mut sink), Ok(n) if n > 0) {}
-        self.replies.try_recv().ok()
+        match self.replies.try_recv() {
+            Ok(reply) => Poll::Ready(reply),
+            Err(mpsc::TryRecvError::Empty) => Poll::Pending,
+            Err(mpsc::TryRecvError::Disconnected) => Poll::Gone,
+        }
+    }
+}
+
+/// What [`Sender::poll`] found.
+pub enum Poll {
+    Ready(Reply),
+    Pending,
+    /// The helper thread is gone: start a new [`Sender`].
+    Gone,
+}
+
+/// The reply given for a request whose helper thread ended: retried like a transport error.
+pub fn thread_gone() -> Reply {
+    Reply {
+        outcome: failed(FailureKind::Protocol, "the HTTP thread stopped; it was restarted".into()),
+        elapsed: Duration::ZERO,
     }
 }
 
@@ -466,7 +582,7 @@ mod tests {
             ca_file: "/nonexistent/ca.pem".into(),
             ..TlsFiles::default()
         };
-        let error = agent(&tls).err().unwrap();
+        let error = agent(&tls, "").err().unwrap();
         assert_eq!(
             error,
             "cannot read the CA file \"/nonexistent/ca.pem\": entity not found"
@@ -475,7 +591,7 @@ mod tests {
             client_cert_file: "/x".into(),
             ..TlsFiles::default()
         };
-        assert!(agent(&half).err().unwrap().contains("needs both"));
+        assert!(agent(&half, "").err().unwrap().contains("needs both"));
     }
 
     #[test]
@@ -496,6 +612,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(2),
             tls: TlsFiles::default(),
+            allowed_hosts: String::new(),
         });
         match reply.outcome {
             Outcome::Failed { kind, .. } => assert_eq!(kind, FailureKind::Connect),

@@ -187,6 +187,8 @@ CREATE VIEW pgaudit_siem.stats AS
       FROM pgaudit_siem.delivery_state s CROSS JOIN pgaudit_siem.siem_config c;
 REVOKE ALL ON pgaudit_siem.stats FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.stats TO pgaudit_admin;
+REVOKE ALL ON FUNCTION pgaudit_siem._worker_pid() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem._worker_pid() TO pgaudit_admin;
 
 -- Puts dead-lettered events back into the outbox (after the cursor; same ids).
 CREATE FUNCTION pgaudit_siem.requeue_dead_letter(ids uuid[] DEFAULT NULL)
@@ -298,6 +300,19 @@ pub fn host_allowed(url: &str, allowed: &str) -> bool {
         })
 }
 
+/// Whether `url` names a forbidden address literally (the connection would be refused
+/// anyway: say so when it is configured).
+fn literal_address_forbidden(url: &str, allowed: &str) -> bool {
+    url.parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| {
+            u.host()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        })
+        .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| !http::address_allowed(ip, allowed))
+}
+
 fn refuse_host_not_allowed() -> ! {
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -362,7 +377,8 @@ fn validate_siem_config(
             "Pass an http:// or https:// URL; put credentials in headers.",
         );
     }
-    if !host_allowed(url, &crate::gucs::delivery().allowed_hosts) {
+    let allowed = crate::gucs::delivery().allowed_hosts;
+    if !host_allowed(url, &allowed) || literal_address_forbidden(url, &allowed) {
         refuse_host_not_allowed();
     }
     if let Some(pgrx::JsonB(headers)) = headers {
@@ -495,6 +511,7 @@ fn send_test_event(
         connect_timeout,
         timeout,
         tls: settings.tls.clone(),
+        allowed_hosts: settings.allowed_hosts.clone(),
     };
     let started = std::time::Instant::now();
     let mut result = None;
@@ -574,18 +591,59 @@ fn start_delivery_at_commit() {
     shmem::wake_launcher_at_commit();
 }
 
+/// What PostgreSQL will require of the statement before it touches the database, so
+/// that a statement it refuses leaves the worker alone.
+#[derive(Clone, Copy)]
+enum Needs {
+    /// DROP DATABASE: owner, outside a transaction block, not the current database.
+    Drop,
+    /// ALTER DATABASE ... RENAME: owner with CREATEDB, not the current database.
+    Rename,
+    /// ALTER DATABASE ... SET TABLESPACE: owner, outside a transaction block.
+    Move,
+    /// CREATE DATABASE ... TEMPLATE: CREATEDB, and the template is a template or owned.
+    Copy,
+}
+
+/// Whether PostgreSQL's own checks for `needs` pass for the current user on `dboid`.
+fn postgres_would_allow(dboid: pg_sys::Oid, needs: Needs) -> bool {
+    // SAFETY: catalog lookups and reads of transaction state for the current user.
+    unsafe {
+        let user = pg_sys::GetUserId();
+        let owner = pg_sys::pg_database_ownercheck(dboid, user);
+        let current = dboid == pg_sys::MyDatabaseId;
+        let in_block = pg_sys::IsTransactionBlock();
+        match needs {
+            Needs::Drop => owner && !current && !in_block,
+            Needs::Rename => owner && !current && pg_sys::have_createdb_privilege(),
+            Needs::Move => owner && !current && !in_block,
+            Needs::Copy => {
+                let is_template = crate::syscache::with_row(
+                    pg_sys::SysCacheIdentifier::DATABASEOID,
+                    dboid.into(),
+                    0.into(),
+                    // SAFETY: the DATABASEOID cache covers pg_database.
+                    |row| row.form::<pg_sys::FormData_pg_database>().datistemplate,
+                )
+                .unwrap_or(false);
+                !in_block && pg_sys::have_createdb_privilege() && (owner || is_template)
+            }
+        }
+    }
+}
+
 /// Stops the delivery worker of database `name` (if any) before a statement that needs
-/// the database to itself.
+/// the database to itself, once PostgreSQL's own checks would let the statement run.
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string from the parse tree.
-unsafe fn stop_worker_of(name: *const std::ffi::c_char, hold: Duration) {
+unsafe fn stop_worker_of(name: *const std::ffi::c_char, needs: Needs, hold: Duration) {
     if name.is_null() {
         return;
     }
     // SAFETY: a catalog lookup by name; missing databases are left to PostgreSQL.
     let dboid = unsafe { pg_sys::get_database_oid(name, true) };
-    if dboid != pg_sys::InvalidOid {
+    if dboid != pg_sys::InvalidOid && postgres_would_allow(dboid, needs) {
         shmem::stop_worker_for(dboid.to_u32(), hold, Duration::from_secs(4));
     }
 }
@@ -628,24 +686,24 @@ pub unsafe fn before_utility(utility: *mut pg_sys::Node) {
             // statement's database lock, so a short hold suffices except for DROP.
             pg_sys::NodeTag::T_DropdbStmt => {
                 let stmt = &*(utility as *mut pg_sys::DropdbStmt);
-                stop_worker_of(stmt.dbname, Duration::from_secs(30));
+                stop_worker_of(stmt.dbname, Needs::Drop, Duration::from_secs(30));
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let stmt = &*(utility as *mut pg_sys::RenameStmt);
                 if stmt.renameType == pg_sys::ObjectType::OBJECT_DATABASE {
-                    stop_worker_of(stmt.subname, Duration::from_secs(5));
+                    stop_worker_of(stmt.subname, Needs::Rename, Duration::from_secs(5));
                 }
             }
             pg_sys::NodeTag::T_AlterDatabaseStmt => {
                 let stmt = &*(utility as *mut pg_sys::AlterDatabaseStmt);
                 if option_value(stmt.options, c"tablespace").is_some() {
-                    stop_worker_of(stmt.dbname, Duration::from_secs(5));
+                    stop_worker_of(stmt.dbname, Needs::Move, Duration::from_secs(5));
                 }
             }
             pg_sys::NodeTag::T_CreatedbStmt => {
                 let stmt = &*(utility as *mut pg_sys::CreatedbStmt);
                 if let Some(template) = option_value(stmt.options, c"template") {
-                    stop_worker_of(template, Duration::from_secs(5));
+                    stop_worker_of(template, Needs::Copy, Duration::from_secs(5));
                 }
                 // A copy of a database with the extension needs its own worker now, not
                 // at the launcher's next rescan.
@@ -685,6 +743,24 @@ mod tests {
             "http://169.254.169.254/latest/meta-data",
             allowed
         ));
+    }
+
+    #[test]
+    fn metadata_and_link_local_addresses_need_an_explicit_allowance() {
+        for url in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fd00:ec2::254]/latest",
+            "http://[fe80::1]/x",
+            "http://[::ffff:169.254.169.254]/x",
+            "http://100.100.100.200/x",
+            "http://0.0.0.0:8088/x",
+        ] {
+            assert!(literal_address_forbidden(url, ""), "{url}");
+        }
+        assert!(!literal_address_forbidden("http://169.254.169.254/x", "169.254.169.254"));
+        assert!(!literal_address_forbidden("http://127.0.0.1:9/x", ""));
+        assert!(!literal_address_forbidden("http://10.1.2.3/x", ""));
+        assert!(!literal_address_forbidden("https://siem.example.com/x", ""));
     }
 
     #[test]

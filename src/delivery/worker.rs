@@ -103,6 +103,9 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    // The database owner's ALTER DATABASE ... SET applied at connect: none of it may
+    // change what the worker's SQL means (it runs as a superuser).
+    crate::pg::worker_settings::pin();
     let generation = shmem::generation();
     if !BackgroundWorker::transaction(extension_installed) {
         shmem::mark_absent(dboid.to_u32(), generation);
@@ -263,19 +266,32 @@ impl Worker {
     }
 
     /// Sends one request; `None` if the worker must stop first.
+    /// A dead helper thread is replaced and the request reported as a retryable
+    /// failure, so the retry policy (not a busy loop) decides what happens next.
     fn exchange(&mut self, request: Request) -> Option<http::Reply> {
         if !self.sender.start(request) {
-            error!("pgaudit_siem: the HTTP thread is gone");
+            return Some(self.replace_sender());
         }
         loop {
-            if let Some(reply) = self.sender.try_reply() {
-                return Some(reply);
+            match self.sender.poll() {
+                http::Poll::Ready(reply) => return Some(reply),
+                http::Poll::Gone => return Some(self.replace_sender()),
+                http::Poll::Pending => {}
             }
             self.wait(None, true);
             if self.shutdown {
                 return None;
             }
         }
+    }
+
+    fn replace_sender(&mut self) -> http::Reply {
+        match Sender::spawn() {
+            Ok(sender) => self.sender = sender,
+            Err(e) => error!("pgaudit_siem: cannot restart the HTTP thread: {e}"),
+        }
+        warning!("pgaudit_siem: the delivery worker's HTTP thread stopped and was restarted");
+        http::thread_gone()
     }
 
     fn request(&self, config: &Config, settings: &DeliverySettings, body: Vec<u8>) -> Request {
@@ -289,6 +305,7 @@ impl Worker {
             connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
             tls: settings.tls.clone(),
+            allowed_hosts: settings.allowed_hosts.clone(),
         }
     }
 
@@ -531,11 +548,7 @@ fn report_stat() {
 
 /// Runs SPI work as internal statements (never audit-logged).
 fn internal<R>(f: impl FnOnce() -> Result<R, pgrx::spi::Error>) -> R {
-    let was = crate::session_audit::stack::internal_statement();
-    crate::session_audit::stack::set_internal_statement(true);
-    let result = f().unwrap_or_else(|e| error!("pgaudit_siem delivery: {e}"));
-    crate::session_audit::stack::set_internal_statement(was);
-    result
+    crate::pg::internal::run(|| f().unwrap_or_else(|e| error!("pgaudit_siem delivery: {e}")))
 }
 
 fn judge(outcome: &Outcome) -> ItemResult {
@@ -593,7 +606,7 @@ fn read_config() -> Option<Config> {
     internal(|| {
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT enabled, url, headers::text, categories, format, version FROM pgaudit_siem.siem_config",
+                "SELECT c.enabled, c.url, c.headers::pg_catalog.text, c.categories, c.format, c.version FROM pgaudit_siem.siem_config c",
                 Some(1),
                 &[],
             )?;
@@ -633,7 +646,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
     internal(|| {
         Spi::connect(|client| {
             let cursor = client.select(
-                "SELECT last_xid::text, last_seq FROM pgaudit_siem.delivery_state",
+                "SELECT s.last_xid::pg_catalog.text, s.last_seq FROM pgaudit_siem.delivery_state s",
                 Some(1),
                 &[],
             )?;
@@ -643,25 +656,41 @@ fn plan(settings: &DeliverySettings) -> Plan {
             let last_xid: String = row.get(1)?.unwrap_or_default();
             let last_seq: i64 = row.get(2)?.unwrap_or(0);
             // Every transaction below the horizon has finished: nothing can still appear
-            // behind the cursor once it stays below it.
-            let horizon: String = client
+            // behind the cursor once it stays below it. Only transactions of this
+            // database can write to its outbox, so only they (and prepared transactions
+            // of this database) count; the snapshot's xmax bounds every later one.
+            let row = client
                 .select(
-                    "SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text",
+                    "SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text,
+                            ARRAY(SELECT a.backend_xid::pg_catalog.text FROM pg_catalog.pg_stat_get_activity(NULL) a
+                                   WHERE a.datid OPERATOR(pg_catalog.=) $1 AND a.backend_xid IS NOT NULL),
+                            ARRAY(SELECT p.transaction::pg_catalog.text FROM pg_catalog.pg_prepared_xacts p
+                                   WHERE p.database OPERATOR(pg_catalog.=) pg_catalog.current_database())",
                     Some(1),
-                    &[],
+                    &[pg_sys::Oid::from(self_dboid()).into()],
                 )?
-                .first()
-                .get_one::<String>()?
-                .unwrap_or_default();
+                .first();
+            let xmax: u64 = row.get::<String>(1)?.unwrap_or_default().parse().unwrap_or(0);
+            let running: Vec<Option<String>> = row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
+            let prepared: Vec<Option<String>> = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
+            let horizon = database_horizon(
+                xmax,
+                running.iter().chain(&prepared).flatten().filter_map(|x| x.parse::<u32>().ok()),
+            )
+            .to_string();
             // A literal LIMIT makes even the cursor's generic plan an ordered index scan
             // (with a parameter the planner sorts the whole backlog for every batch).
             let row_limit = settings.batch_events.max(MIN_ROWS_PER_READ);
             let query = format!(
-                "SELECT o.xid::text, o.seq, o.id::text, o.category,
+                "SELECT o.xid::pg_catalog.text, o.seq, o.id::pg_catalog.text, o.category,
                                 pg_catalog.date_part('epoch', o.created_at),
-                                CASE WHEN $4::text[] IS NULL OR o.category = ANY ($4) THEN o.payload::text END
+                                CASE WHEN $4::pg_catalog.text[] IS NULL
+                                       OR o.category OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[])
+                                       OR o.category OPERATOR(pg_catalog.=) ANY ('{{pgaudit_siem,siem_settings}}'::pg_catalog.text[])
+                                     THEN o.payload::pg_catalog.text END
                            FROM pgaudit_siem.outbox o
-                          WHERE (o.xid, o.seq) > ($1::xid8, $2::int8) AND o.xid < $3::xid8
+                          WHERE (o.xid, o.seq) OPERATOR(pg_catalog.>) ($1::pg_catalog.xid8, $2::pg_catalog.int8)
+                            AND o.xid OPERATOR(pg_catalog.<) $3::pg_catalog.xid8
                           ORDER BY o.xid, o.seq
                           LIMIT {row_limit}"
             );
@@ -712,7 +741,7 @@ fn plan(settings: &DeliverySettings) -> Plan {
             let Some(last) = events.last() else {
                 let blocked = client
                     .select(
-                        "SELECT EXISTS (SELECT FROM pgaudit_siem.outbox o WHERE (o.xid, o.seq) > ($1::xid8, $2::int8))",
+                        "SELECT EXISTS (SELECT FROM pgaudit_siem.outbox o WHERE (o.xid, o.seq) OPERATOR(pg_catalog.>) ($1::pg_catalog.xid8, $2::pg_catalog.int8))",
                         Some(1),
                         &[last_xid.as_str().into(), last_seq.into()],
                     )?
@@ -735,12 +764,28 @@ fn plan(settings: &DeliverySettings) -> Plan {
     })
 }
 
+fn self_dboid() -> u32 {
+    // SAFETY: plain read of a process-global.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// The oldest full transaction id that may still write events: the oldest of `running`
+/// (32-bit ids of transactions in progress, all below `xmax`), or `xmax` itself.
+pub fn database_horizon(xmax: u64, running: impl Iterator<Item = u32>) -> u64 {
+    running
+        // A running id is less than 2^31 below xmax: widen it to a full id.
+        .map(|x| xmax.saturating_sub((xmax as u32).wrapping_sub(x) as u64))
+        .min()
+        .unwrap_or(xmax)
+        .min(xmax)
+}
+
 /// Step 3: a failed attempt, for `stats`.
 fn record_failure(events: i64, status: Option<u16>, error: &str, backoff: Duration) {
     internal(|| {
         Spi::run_with_args(
             "UPDATE pgaudit_siem.delivery_state
-                SET retried = retried + $1, last_error = $2, last_error_at = pg_catalog.clock_timestamp(),
+                SET retried = retried OPERATOR(pg_catalog.+) $1, last_error = $2, last_error_at = pg_catalog.clock_timestamp(),
                     last_http_status = coalesce($3, last_http_status), current_backoff_ms = $4,
                     worker_pid = pg_catalog.pg_backend_pid()",
             &[events.into(), error.into(), status.map(i32::from).into(), (backoff.as_millis() as i64).into()],
@@ -768,8 +813,11 @@ fn acknowledge(
                                                        row_count, part, part_count, payload, http_status, response_excerpt, attempts)
                  SELECT o.id, o.seq, o.xid, o.created_at, o.category, o.action, o.relid, o.schema_name, o.table_name,
                         o.row_count, o.part, o.part_count, o.payload, d.status, d.excerpt, d.attempts
-                   FROM unnest($1::int8[], $2::text[], $3::int4[], $4::text[], $5::int4[]) AS d(seq, xid, status, excerpt, attempts)
-                   JOIN pgaudit_siem.outbox o ON o.xid = d.xid::xid8 AND o.seq = d.seq
+                   FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
+                                   pg_catalog.unnest($3::pg_catalog.int4[]), pg_catalog.unnest($4::pg_catalog.text[]),
+                                   pg_catalog.unnest($5::pg_catalog.int4[])) AS d(seq, xid, status, excerpt, attempts)
+                   JOIN pgaudit_siem.outbox o ON o.xid OPERATOR(pg_catalog.=) d.xid::pg_catalog.xid8
+                                             AND o.seq OPERATOR(pg_catalog.=) d.seq
                  ON CONFLICT (seq) DO NOTHING",
                 &[seqs.into(), xids.into(), statuses.into(), excerpts.into(), attempts.into()],
             )?;
@@ -781,9 +829,10 @@ fn acknowledge(
         }
         Spi::run_with_args(
             "UPDATE pgaudit_siem.delivery_state
-                SET last_xid = $1::xid8, last_seq = $2, delivered = delivered + $3, dead_lettered = dead_lettered + $4,
-                    batches = batches + CASE WHEN $3 + $4 > 0 THEN 1 ELSE 0 END,
-                    last_success = CASE WHEN $3 > 0 THEN pg_catalog.clock_timestamp() ELSE last_success END,
+                SET last_xid = $1::pg_catalog.xid8, last_seq = $2, delivered = delivered OPERATOR(pg_catalog.+) $3,
+                    dead_lettered = dead_lettered OPERATOR(pg_catalog.+) $4,
+                    batches = batches OPERATOR(pg_catalog.+) CASE WHEN $3 OPERATOR(pg_catalog.+) $4 OPERATOR(pg_catalog.>) 0 THEN 1 ELSE 0 END,
+                    last_success = CASE WHEN $3 OPERATOR(pg_catalog.>) 0 THEN pg_catalog.clock_timestamp() ELSE last_success END,
                     last_http_status = coalesce($5, last_http_status), current_backoff_ms = 0,
                     events_per_second = $6, worker_pid = pg_catalog.pg_backend_pid()",
             &[
@@ -796,4 +845,18 @@ fn acknowledge(
             ],
         )
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_horizon;
+
+    #[test]
+    fn horizon_is_the_oldest_running_transaction_of_the_database() {
+        assert_eq!(database_horizon(1000, [].into_iter()), 1000);
+        assert_eq!(database_horizon(1000, [990, 995].into_iter()), 990);
+        // Across an epoch boundary: xmax 2^32 + 5, a running id just below the wrap.
+        let xmax = (1u64 << 32) + 5;
+        assert_eq!(database_horizon(xmax, [u32::MAX - 1].into_iter()), (1u64 << 32) - 2);
+    }
 }

@@ -56,6 +56,9 @@ CREATE FUNCTION pgaudit_sql_drop()
 CREATE EVENT TRIGGER pgaudit_sql_drop
     ON sql_drop
     EXECUTE PROCEDURE pgaudit_sql_drop();
+
+-- Event triggers fire without an EXECUTE check; nobody needs to call these directly.
+REVOKE ALL ON FUNCTION pgaudit_ddl_command_end(), pgaudit_sql_drop() FROM PUBLIC;
 "#,
     name = "ddl_event_triggers",
 );
@@ -79,13 +82,14 @@ pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
     let bits = gucs::log_classes();
-    if bits & classes::DDL == 0 && bits & classes::ROLE == 0 {
+    // DDL the extension runs itself (track() creating triggers) is not audited.
+    if (bits & classes::DDL == 0 && bits & classes::ROLE == 0) || crate::pg::internal::active() {
         return null_datum(fcinfo);
     }
     let Some(top) = stack::top_id() else {
         error!("pgaudit not loaded before call to pgaudit_ddl_command_end()");
     };
-    stack::set_internal_statement(true);
+    let _internal = crate::pg::internal::InternalScope::enter();
     // SAFETY: fcinfo is valid; `context` is checked to be EventTriggerData before use.
     let trigger = unsafe { event_trigger_data(fcinfo) };
     // SAFETY: the parse tree of the DDL command, valid during the trigger.
@@ -128,7 +132,6 @@ pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
             stack::with_event(top, |e| e.node_tag = saved);
         }
     }
-    stack::set_internal_statement(false);
     null_datum(fcinfo)
 }
 
@@ -137,13 +140,13 @@ pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
 pub unsafe extern "C-unwind" fn pgaudit_sql_drop(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    if gucs::log_classes() & classes::DDL == 0 {
+    if gucs::log_classes() & classes::DDL == 0 || crate::pg::internal::active() {
         return null_datum(fcinfo);
     }
     let Some(top) = stack::top_id() else {
         error!("pgaudit not loaded before call to pgaudit_sql_drop()");
     };
-    stack::set_internal_statement(true);
+    let _internal = crate::pg::internal::InternalScope::enter();
     // SAFETY: as above; only validates that we were fired as an event trigger.
     let _ = unsafe { event_trigger_data(fcinfo) };
     for row in spi_rows(DROPPED_OBJECTS_QUERY, 2, "pgaudit_ddl_drop") {
@@ -154,7 +157,6 @@ pub unsafe extern "C-unwind" fn pgaudit_sql_drop(
         });
         emit::log_event(top);
     }
-    stack::set_internal_statement(false);
     null_datum(fcinfo)
 }
 

@@ -55,8 +55,11 @@ pub fn redact_password(text: &[u8]) -> Option<Vec<u8>> {
 
 /// pgaudit_siem's own secret-bearing calls (`configure`, `test_connection`, which take
 /// SIEM headers such as tokens): keep the text up to the call's `(`, then `<REDACTED>`.
-/// `None` when the statement calls none of them. Not a pgAudit behaviour: pgAudit has no
-/// such functions, so its lines for every other statement are unaffected.
+/// The statement is judged whole: when the kept part holds a string literal, a dollar
+/// quote or a parameter (a CTE or sub-select can carry the token there), nothing but
+/// `<REDACTED>` is kept. `None` when the statement calls none of them. Not a pgAudit
+/// behaviour: pgAudit has no such functions, so its lines for every other statement are
+/// unaffected.
 pub fn redact_siem_secrets(text: &[u8]) -> Option<Vec<u8>> {
     const NAMES: [&[u8]; 3] = [b"configure", b"test_connection", b"_send_test_event"];
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
@@ -77,8 +80,12 @@ pub fn redact_siem_secrets(text: &[u8]) -> Option<Vec<u8>> {
                 i += 1;
             }
             if i < text.len() && text[i] == b'(' {
+                let prefix = &text[..=i];
+                if prefix.iter().any(|&b| b == b'\'' || b == b'$') {
+                    return Some(REDACTED.to_vec());
+                }
                 let mut out = Vec::with_capacity(i + 1 + REDACTED.len());
-                out.extend_from_slice(&text[..=i]);
+                out.extend_from_slice(prefix);
                 out.extend_from_slice(REDACTED);
                 return Some(out);
             }
@@ -227,6 +234,15 @@ mod tests {
         assert_eq!(
             r("select * from PGAUDIT_SIEM.\"test_connection\" ($1, $2)").as_deref(),
             Some("select * from PGAUDIT_SIEM.\"test_connection\" (<REDACTED>")
+        );
+        assert_eq!(
+            r("WITH h AS (SELECT '{\"Authorization\": \"Bearer t\"}'::jsonb AS v) SELECT pgaudit_siem.configure('u', (SELECT v FROM h))")
+                .as_deref(),
+            Some("<REDACTED>")
+        );
+        assert_eq!(
+            r("SELECT $tok$secret$tok$, pgaudit_siem.test_connection(NULL)").as_deref(),
+            Some("<REDACTED>")
         );
         assert_eq!(r("SELECT reconfigure(1)"), None);
         assert_eq!(r("SELECT configure_count FROM t"), None);

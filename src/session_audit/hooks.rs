@@ -170,7 +170,7 @@ mod chain {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
-    let pushed = if active() && !stack::internal_statement() {
+    let pushed = if active() && !crate::pg::internal::active() {
         // SAFETY: PostgreSQL passes a valid QueryDesc.
         let qd = unsafe { &*query_desc };
         use pg_sys::CmdType::*;
@@ -294,7 +294,7 @@ unsafe extern "C-unwind" fn executor_run(
         }
     }
     leave_nested();
-    if gucs::log_rows() && active() && !stack::internal_statement() {
+    if gucs::log_rows() && active() && !crate::pg::internal::active() {
         // SAFETY: the EState is valid between ExecutorStart and ExecutorEnd.
         let (context, processed) = unsafe {
             let estate = (*query_desc).estate;
@@ -322,7 +322,7 @@ unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) 
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
-    if gucs::log_rows() && active() && !stack::internal_statement() {
+    if gucs::log_rows() && active() && !crate::pg::internal::active() {
         // SAFETY: the EState is still valid in ExecutorEnd.
         let context = unsafe { (*(*query_desc).estate).es_query_cxt };
         if let Some(id) = stack::find_by_query_context(context) {
@@ -402,7 +402,7 @@ unsafe extern "C-unwind" fn process_utility(
     let mut pushed = None;
     if active()
         && context <= PROCESS_UTILITY_QUERY
-        && !stack::internal_statement()
+        && !crate::pg::internal::active()
         && !transaction_aborted()
     {
         if context == PROCESS_UTILITY_TOPLEVEL && !stack::all_node_tags(may_outlive_statement) {
@@ -508,7 +508,7 @@ unsafe extern "C-unwind" fn object_access(
         && active()
         && gucs::log_classes() & classes::FUNCTION != 0
         && !stack::is_empty()
-        && !stack::internal_statement()
+        && !crate::pg::internal::active()
         && !transaction_aborted()
     {
         log_function_execute(object_id);

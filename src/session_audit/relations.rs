@@ -42,7 +42,7 @@ const ACL_DELETE: u32 = pg_sys::ACL_DELETE;
 
 /// Runs the pass for the event `id` over `range_table`.
 pub fn log_select_dml(id: StackId, audit_oid: pg_sys::Oid, range_table: *mut pg_sys::List) {
-    if stack::internal_statement() {
+    if crate::pg::internal::active() {
         return;
     }
     let mut first = true;

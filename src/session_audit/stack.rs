@@ -19,8 +19,8 @@
 //!   PostgreSQL drops a context's callbacks when it fires them, and our callback removes
 //!   the context from the list at the same moment, so a recycled context address is
 //!   registered afresh.
-//! - When the stack becomes empty the substatement counter, the "statement logged" flag
-//!   and the internal-statement flag reset: this is the only place statement grouping ends.
+//! - When the stack becomes empty the substatement counter and the "statement logged"
+//!   flag reset: this is the only place statement grouping ends.
 //! - The state lives in a `RefCell`; borrows never span a call into PostgreSQL (which can
 //!   re-enter our hooks or fire the reset callback).
 
@@ -123,7 +123,6 @@ struct AuditState {
     entries: Vec<StackEntry>,
     last_stack_id: StackId,
     counters: IdCounters,
-    internal_statement: bool,
     registered: Vec<pg_sys::MemoryContext>,
 }
 
@@ -260,7 +259,6 @@ unsafe extern "C-unwind" fn owner_context_reset(arg: *mut c_void) {
 impl AuditState {
     fn reset_statement(&mut self) {
         super::hooks::reset_nesting();
-        self.internal_statement = false;
         self.counters.substatement_total = 0;
         self.counters.statement_logged = false;
     }
@@ -336,12 +334,4 @@ pub fn with_event_and_counters<R>(
             .find(|e| e.id == id)
             .map(|e| f(&mut e.event, counters))
     })
-}
-
-pub fn internal_statement() -> bool {
-    with_state(|s| s.internal_statement)
-}
-
-pub fn set_internal_statement(value: bool) {
-    with_state(|s| s.internal_statement = value)
 }

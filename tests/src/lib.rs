@@ -636,3 +636,24 @@ impl Drop for Cluster {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Polls `done` every 20 ms until it holds; panics naming `what` after `timeout`.
+/// Tests wait for conditions, never for a fixed time.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Cluster {
+    /// Panics if any backend died from a signal (which restarts the whole cluster).
+    pub fn assert_no_crash(&self) {
+        let log = self.server_log();
+        assert!(
+            !log.contains("terminated by signal") && !log.contains("was terminated by exception"),
+            "a backend crashed:\n{log}"
+        );
+    }
+}

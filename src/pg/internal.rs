@@ -1,0 +1,208 @@
+//! Internal statements: SQL that pgaudit_siem runs itself (capture inserts, guards, event
+//! triggers, worker queries, the bodies of the extension's own SQL functions). They are
+//! never session-audit-logged and never take a statement id.
+//!
+//! # Invariants
+//! - The flag changes only through [`InternalScope`] (restores the previous value on
+//!   drop, which also runs while a PostgreSQL ERROR raised inside a pgrx-guarded call
+//!   unwinds as a Rust panic), through the fmgr hook around the extension's own SQL
+//!   functions (start / end / abort, strictly nested), and through the safety nets:
+//!   subtransaction abort restores the value the subtransaction started with, top-level
+//!   abort clears it. So a caught error (PL/pgSQL EXCEPTION block) never leaves the flag
+//!   set for the statements that follow.
+//! - The extension's own functions are recognised by extension membership (pg_depend),
+//!   cached per backend and forgotten on any pg_proc invalidation. Trigger and
+//!   event-trigger functions are left out: they scope their own work (the DDL event
+//!   triggers log the user's statement; the capture trigger marks only its insert).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+use pgrx::pg_sys;
+
+thread_local! {
+    static INTERNAL: Cell<bool> = const { Cell::new(false) };
+    /// (subtransaction id, flag at its start), innermost last.
+    static SUBXACT_SAVED: RefCell<Vec<(pg_sys::SubTransactionId, bool)>> = const { RefCell::new(Vec::new()) };
+    /// (function, flag before its call) saved by the fmgr hook, innermost call last.
+    static FMGR_SAVED: RefCell<Vec<(pg_sys::Oid, bool)>> = const { RefCell::new(Vec::new()) };
+    /// Function oid → member of pgaudit_siem.
+    static OWN_FUNCTIONS: RefCell<HashMap<pg_sys::Oid, bool>> = RefCell::new(HashMap::new());
+}
+
+/// Whether the statement being run is one of the extension's own.
+pub fn active() -> bool {
+    INTERNAL.with(Cell::get)
+}
+
+/// Marks everything run while it lives as internal; restores the previous state on drop.
+#[must_use = "the scope ends when the guard is dropped"]
+pub struct InternalScope {
+    previous: bool,
+}
+
+impl InternalScope {
+    pub fn enter() -> InternalScope {
+        InternalScope {
+            previous: INTERNAL.with(|f| f.replace(true)),
+        }
+    }
+}
+
+impl Drop for InternalScope {
+    fn drop(&mut self) {
+        INTERNAL.with(|f| f.set(self.previous));
+    }
+}
+
+/// Runs `f` as internal statements.
+pub fn run<R>(f: impl FnOnce() -> R) -> R {
+    let _scope = InternalScope::enter();
+    f()
+}
+
+static mut PREV_NEEDS_FMGR_HOOK: pg_sys::needs_fmgr_hook_type = None;
+static mut PREV_FMGR_HOOK: pg_sys::fmgr_hook_type = None;
+
+/// Installs the fmgr hook and the (sub)transaction callbacks. `_PG_init` only.
+pub fn init() {
+    // SAFETY: _PG_init runs once in the postmaster before any backend exists; nothing
+    // reads the hook pointers concurrently. Callback registration only appends to
+    // PostgreSQL's lists.
+    unsafe {
+        PREV_NEEDS_FMGR_HOOK = pg_sys::needs_fmgr_hook;
+        pg_sys::needs_fmgr_hook = Some(needs_fmgr_hook);
+        PREV_FMGR_HOOK = pg_sys::fmgr_hook;
+        pg_sys::fmgr_hook = Some(fmgr_hook);
+        pg_sys::RegisterSubXactCallback(Some(on_subtransaction_event), std::ptr::null_mut());
+        pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            Some(forget_functions),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn forget_functions(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    OWN_FUNCTIONS.with(|m| m.borrow_mut().clear());
+}
+
+/// Whether `function` belongs to the pgaudit_siem extension (inside a transaction).
+fn is_own_function(function: pg_sys::Oid) -> bool {
+    if let Some(known) = OWN_FUNCTIONS.with(|m| m.borrow().get(&function).copied()) {
+        return known;
+    }
+    // Trigger and event-trigger functions decide for themselves: session audit's DDL
+    // event triggers must still log the user's DDL.
+    // SAFETY: catalog lookups inside a transaction (checked by the caller); missing_ok.
+    let own = unsafe {
+        let extension = pg_sys::get_extension_oid(c"pgaudit_siem".as_ptr(), true);
+        extension != pg_sys::InvalidOid
+            && pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, function) == extension
+            && !matches!(
+                pg_sys::get_func_rettype(function),
+                pg_sys::TRIGGEROID | pg_sys::EVENT_TRIGGEROID
+            )
+    };
+    OWN_FUNCTIONS.with(|m| m.borrow_mut().insert(function, own));
+    own
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn needs_fmgr_hook(function: pg_sys::Oid) -> bool {
+    // SAFETY: chaining to the previous hook with PostgreSQL's own argument.
+    if let Some(prev) = unsafe { PREV_NEEDS_FMGR_HOOK } {
+        if unsafe { prev(function) } {
+            return true;
+        }
+    }
+    // SAFETY: plain read of transaction state.
+    let in_transaction = unsafe { pg_sys::IsTransactionState() };
+    in_transaction && is_own_function(function)
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn fmgr_hook(
+    event: pg_sys::FmgrHookEventType::Type,
+    flinfo: *mut pg_sys::FmgrInfo,
+    private: *mut pg_sys::Datum,
+) {
+    // The hook runs for every SECURITY DEFINER or SET function, and for needs_fmgr_hook's
+    // yes (possibly another extension's): only our functions change the flag. PostgreSQL
+    // does not ask needs_fmgr_hook about SECURITY DEFINER functions, so they are looked
+    // up here, at the start (catalog access is safe then, not at abort). Calls nest
+    // strictly (PG_TRY in fmgr_security_definer): an end or abort belongs to our call
+    // exactly when the innermost saved entry is for the same function.
+    // SAFETY: flinfo is the function being called.
+    let function = unsafe { (*flinfo).fn_oid };
+    if event == pg_sys::FmgrHookEventType::FHET_START {
+        // SAFETY: plain read of transaction state.
+        if unsafe { pg_sys::IsTransactionState() } && is_own_function(function) {
+            let previous = INTERNAL.with(|f| f.replace(true));
+            FMGR_SAVED.with(|s| s.borrow_mut().push((function, previous)));
+        }
+    } else {
+        let previous = FMGR_SAVED.with(|s| {
+            let mut saved = s.borrow_mut();
+            match saved.last() {
+                Some((f, _)) if *f == function => saved.pop().map(|(_, p)| p),
+                _ => None,
+            }
+        });
+        if let Some(previous) = previous {
+            INTERNAL.with(|f| f.set(previous));
+        }
+    }
+    // SAFETY: chaining to the previous hook with PostgreSQL's own arguments.
+    if let Some(prev) = unsafe { PREV_FMGR_HOOK } {
+        unsafe { prev(event, flinfo, private) };
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_subtransaction_event(
+    event: pg_sys::SubXactEvent::Type,
+    subxact: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
+            let current = active();
+            SUBXACT_SAVED.with(|s| s.borrow_mut().push((subxact, current)));
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB
+        | pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            let restore = event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB;
+            SUBXACT_SAVED.with(|s| {
+                let mut saved = s.borrow_mut();
+                if let Some(pos) = saved.iter().rposition(|(id, _)| *id == subxact) {
+                    let (_, value) = saved[pos];
+                    saved.truncate(pos);
+                    if restore {
+                        INTERNAL.with(|f| f.set(value));
+                    }
+                }
+            });
+        }
+        _ => {}
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_transaction_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    use pg_sys::XactEvent::*;
+    if matches!(
+        event,
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE
+    ) {
+        SUBXACT_SAVED.with(|s| s.borrow_mut().clear());
+        if matches!(event, XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT) {
+            FMGR_SAVED.with(|s| s.borrow_mut().clear());
+            INTERNAL.with(|f| f.set(false));
+        }
+    }
+}
