@@ -290,7 +290,9 @@ fn check_role_target(caller: pg_sys::Oid, target: pg_sys::Oid, target_name: &str
         refuse(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("Configuring a role that is a member of yours is not allowed: {target_name}"),
-            Some("A member of your role can act as you; its auditing is configured by a superuser."),
+            Some(
+                "A member of your role can act as you; its auditing is configured by a superuser.",
+            ),
         );
     }
     if is_admin {

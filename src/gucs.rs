@@ -14,8 +14,8 @@
 //!   silently ignored placeholder (pgAudit 1.7 itself does not reserve it; see
 //!   `pgaudit_compat/README.md`).
 
-use std::ffi::{c_char, c_void, CStr, CString};
 use std::cell::Cell;
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use pgrx::guc::GucSetting;

@@ -268,3 +268,116 @@ fn oltp(cluster: &Cluster, table: &str, seconds: u32) -> f64 {
     // Each script run is three single-statement transactions.
     3.0 * parse_tps(&text).unwrap_or_else(|| panic!("no tps: {text}"))
 }
+
+/// Peak private memory (RssAnon) of the backend running one large INSERT, with and
+/// without capture, for 1M and 5M rows of ~300 bytes: capture must stay bounded by
+/// `pgaudit_siem.max_event_bytes` (parts are inserted as they fill), not grow with the
+/// statement (the statement's JSON is ~310 bytes a row).
+pub fn memory() {
+    let cluster = Cluster::builder()
+        .name("bench-capture-memory")
+        .preload("pgaudit_siem")
+        .setting("checkpoint_timeout", "'1h'")
+        .setting("max_wal_size", "'16GB'")
+        .setting("autovacuum", "off")
+        .setting("shared_buffers", "'256MB'")
+        .start();
+    let mut c = cluster.connect();
+    c.batch_execute(
+        "CREATE EXTENSION pgaudit_siem;
+         CREATE TABLE big_none (id bigint, payload text);
+         CREATE TABLE big_siem (id bigint, payload text);
+         SELECT pgaudit_siem.track('big_siem');",
+    )
+    .expect("setup");
+    println!("## Change capture memory\n\nOne `INSERT INTO t SELECT g, repeat('x', 300) FROM generate_series(1, N) g`; peak RssAnon of the backend sampled every 10 ms; max_event_bytes = 1 MB (default).\n");
+    println!("| rows | configuration | seconds | peak RssAnon MB | events | event JSON MB | peak × no trigger |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    let mut worst_ratio: f64 = 0.0;
+    for rows in [1_000_000u64, 5_000_000] {
+        let mut anchor = 0.0;
+        for table in ["big_none", "big_siem"] {
+            let (seconds, peak_mb) = peak_during(
+                &cluster,
+                &format!(
+                "INSERT INTO {table} SELECT g, repeat('x', 300) FROM generate_series(1, {rows}) g"
+            ),
+            );
+            let (events, json_mb): (i64, f64) = {
+                let r = c
+                    .query_one(
+                        "SELECT count(*), coalesce(sum(octet_length(payload::text)), 0)::float8 / 1048576 FROM pgaudit_siem.outbox WHERE category = 'big_siem'",
+                        &[],
+                    )
+                    .expect("outbox size");
+                (r.get(0), r.get(1))
+            };
+            let (events, json_mb) = if table == "big_none" {
+                (0, 0.0)
+            } else {
+                (events, json_mb)
+            };
+            if table == "big_none" {
+                anchor = peak_mb;
+            } else {
+                worst_ratio = worst_ratio.max(peak_mb / anchor);
+            }
+            println!(
+                "| {rows} | {} | {seconds:.1} | {peak_mb:.1} | {events} | {json_mb:.0} | {:.2} |",
+                if table == "big_none" {
+                    "no trigger"
+                } else {
+                    "pgaudit_siem"
+                },
+                peak_mb / anchor
+            );
+            c.batch_execute(&format!(
+                "ALTER TABLE big_siem DISABLE TRIGGER pgaudit_siem_capture_truncate; TRUNCATE {table};
+                 ALTER TABLE big_siem ENABLE TRIGGER pgaudit_siem_capture_truncate; TRUNCATE pgaudit_siem.outbox;"
+            ))
+            .expect("reset");
+            c.batch_execute("CHECKPOINT").expect("checkpoint");
+        }
+    }
+    println!(
+        "\nTarget: peak memory bounded whatever the statement size (independent of rows; before this change 1.5M rows peaked at 478 MB): worst pgaudit_siem / no trigger = {worst_ratio:.2}× → {}\n",
+        if worst_ratio < 2.0 { "met" } else { "NOT met" }
+    );
+}
+
+/// Runs `sql` on a fresh connection and samples its backend's RssAnon until it ends.
+fn peak_during(cluster: &Cluster, sql: &str) -> (f64, f64) {
+    let mut c = cluster.connect();
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("pid")
+        .get(0);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak_kb = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(kb) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("RssAnon:"))
+                        .and_then(|v| v.split_whitespace().next())
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        peak_kb = peak_kb.max(kb);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            peak_kb
+        })
+    };
+    let started = Instant::now();
+    c.batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let seconds = started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_kb = sampler.join().expect("sampler");
+    (seconds, peak_kb as f64 / 1024.0)
+}

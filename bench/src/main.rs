@@ -2,8 +2,8 @@
 //! configurations side by side in alternating rounds, and prints a Markdown table with
 //! ratios against the anchor configuration measured in the same run.
 //!
-//! Usage: `bash scripts/bench.sh [overhead] [session] [capture] [delivery] [sqlsmith] [--seconds N] [--rounds N] [--minutes N] [--events N]`
-//! (no name: overhead, session, capture and delivery; sqlsmith is a long robustness run, named explicitly).
+//! Usage: `bash scripts/bench.sh [overhead] [session] [capture] [capture_memory] [delivery] [sqlsmith] [--seconds N] [--rounds N] [--minutes N] [--events N]`
+//! (no name: overhead, session, capture, capture_memory and delivery; sqlsmith is a long robustness run, named explicitly).
 
 mod capture;
 mod delivery;
@@ -37,9 +37,11 @@ fn main() {
             "--scale" => opts.scale = number("--scale"),
             "--minutes" => minutes = number("--minutes"),
             "--events" => events = u64::from(number("--events")),
-            "overhead" | "session" | "capture" | "delivery" | "sqlsmith" => which.push(arg),
+            "overhead" | "session" | "capture" | "capture_memory" | "delivery" | "sqlsmith" => {
+                which.push(arg)
+            }
             other => {
-                panic!("unknown argument {other}; benchmarks: overhead, session, capture, delivery, sqlsmith")
+                panic!("unknown argument {other}; benchmarks: overhead, session, capture, capture_memory, delivery, sqlsmith")
             }
         }
     }
@@ -48,6 +50,7 @@ fn main() {
             "overhead".into(),
             "session".into(),
             "capture".into(),
+            "capture_memory".into(),
             "delivery".into(),
         ]);
     }
@@ -58,6 +61,7 @@ fn main() {
             "overhead" => overhead(&opts),
             "session" => session(&opts),
             "capture" => capture::run(opts.rounds, opts.seconds),
+            "capture_memory" => capture::memory(),
             "delivery" => delivery::run(events),
             "sqlsmith" => sqlsmith::run(minutes),
             _ => unreachable!("validated above"),

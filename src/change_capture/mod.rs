@@ -402,7 +402,12 @@ REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid), pgaudit_siem._invokin
 GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_siem.untrack(regclass) TO PUBLIC;
 "#,
     name = "change_capture",
-    requires = ["delegated_config", uuid_v7, wake_delivery_at_commit, invoking_role],
+    requires = [
+        "delegated_config",
+        uuid_v7,
+        wake_delivery_at_commit,
+        invoking_role
+    ],
 );
 
 const FINFO_V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };

@@ -104,7 +104,11 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
                 let stmt = &*(utility as *mut pg_sys::AlterObjectDependsStmt);
                 if stmt.objectType == pg_sys::ObjectType::OBJECT_TRIGGER && !stmt.object.is_null() {
                     let names = PgList::<pg_sys::Node>::from_pg(stmt.object as *mut pg_sys::List);
-                    let name = names.iter_ptr().last().map(string_value).unwrap_or_default();
+                    let name = names
+                        .iter_ptr()
+                        .last()
+                        .map(string_value)
+                        .unwrap_or_default();
                     if is_capture_trigger(&name) && !privileged() {
                         refuse(format!(
                             "permission denied to alter change-capture trigger \"{name}\""

@@ -200,8 +200,9 @@ fn trigger_args(trigger: &pg_sys::TriggerData) -> (String, Vec<i16>) {
     };
     let excluded = iter
         .map(|a| {
-            a.parse::<i16>()
-                .unwrap_or_else(|_| misuse("capture trigger arguments after the category are column numbers"))
+            a.parse::<i16>().unwrap_or_else(|_| {
+                misuse("capture trigger arguments after the category are column numbers")
+            })
         })
         .collect();
     (category, excluded)
@@ -477,12 +478,19 @@ impl RowReader {
     /// Appends the next row (UPDATE: the next old/new pair) to `part`; false at the end.
     fn append_next(&self, part: &mut Part, columns: &mut [Column]) -> bool {
         let mut any = false;
-        for (store, slot, into_after) in [(self.old, self.old_slot, false), (self.new, self.new_slot, true)] {
+        for (store, slot, into_after) in [
+            (self.old, self.old_slot, false),
+            (self.new, self.new_slot, true),
+        ] {
             if store.is_null() || !self.next(store, slot) {
                 continue;
             }
             any = true;
-            let buf = if into_after { &mut part.after } else { &mut part.before };
+            let buf = if into_after {
+                &mut part.after
+            } else {
+                &mut part.before
+            };
             if part.rows > 0 {
                 buf.push(b',');
             }
@@ -576,7 +584,13 @@ fn capture(trigger: &pg_sys::TriggerData, action: Action, category: &str, exclud
     }
 }
 
-fn insert_part(context: &EventContext, row_count: Option<u64>, part: usize, parts: usize, rows: &Part) {
+fn insert_part(
+    context: &EventContext,
+    row_count: Option<u64>,
+    part: usize,
+    parts: usize,
+    rows: &Part,
+) {
     let payload = context.payload(row_count, part, parts, rows);
     insert_event(context, row_count, part, parts, &payload);
 }

@@ -188,7 +188,9 @@ pub fn forbidden_address(ip: std::net::IpAddr) -> bool {
                 return forbidden_address(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            v6.is_unspecified() || (s[0] & 0xffc0) == 0xfe80 || s == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
+            v6.is_unspecified()
+                || (s[0] & 0xffc0) == 0xfe80
+                || s == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
         }
     }
 }
@@ -222,7 +224,8 @@ impl ureq::unversioned::resolver::Resolver for GuardedResolver {
         config: &ureq::config::Config,
         timeout: ureq::unversioned::transport::NextTimeout,
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let resolved = ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout)?;
+        let resolved = ureq::unversioned::resolver::DefaultResolver::default()
+            .resolve(uri, config, timeout)?;
         let mut kept = self.empty();
         for addr in resolved.iter() {
             if address_allowed(addr.ip(), &self.allowed) {
@@ -460,11 +463,18 @@ impl Sender {
                     let reply = match current.as_ref().map(|(_, a)| a) {
                         // A panic in the HTTP stack must not end the thread (the worker
                         // would wait for a reply that never comes): it fails this request.
-                        Some(Ok(agent)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| post(agent, &request)))
+                        Some(Ok(agent)) => {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                post(agent, &request)
+                            }))
                             .unwrap_or_else(|_| Reply {
-                                outcome: failed(FailureKind::Protocol, "the HTTP client failed unexpectedly".into()),
+                                outcome: failed(
+                                    FailureKind::Protocol,
+                                    "the HTTP client failed unexpectedly".into(),
+                                ),
                                 elapsed: Duration::ZERO,
-                            }),
+                            })
+                        }
                         Some(Err(message)) => Reply {
                             outcome: failed(FailureKind::Tls, message.clone()),
                             elapsed: Duration::ZERO,
@@ -517,7 +527,10 @@ pub enum Poll {
 /// The reply given for a request whose helper thread ended: retried like a transport error.
 pub fn thread_gone() -> Reply {
     Reply {
-        outcome: failed(FailureKind::Protocol, "the HTTP thread stopped; it was restarted".into()),
+        outcome: failed(
+            FailureKind::Protocol,
+            "the HTTP thread stopped; it was restarted".into(),
+        ),
         elapsed: Duration::ZERO,
     }
 }

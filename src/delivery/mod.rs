@@ -757,7 +757,10 @@ mod tests {
         ] {
             assert!(literal_address_forbidden(url, ""), "{url}");
         }
-        assert!(!literal_address_forbidden("http://169.254.169.254/x", "169.254.169.254"));
+        assert!(!literal_address_forbidden(
+            "http://169.254.169.254/x",
+            "169.254.169.254"
+        ));
         assert!(!literal_address_forbidden("http://127.0.0.1:9/x", ""));
         assert!(!literal_address_forbidden("http://10.1.2.3/x", ""));
         assert!(!literal_address_forbidden("https://siem.example.com/x", ""));

@@ -670,12 +670,22 @@ fn plan(settings: &DeliverySettings) -> Plan {
                     &[pg_sys::Oid::from(self_dboid()).into()],
                 )?
                 .first();
-            let xmax: u64 = row.get::<String>(1)?.unwrap_or_default().parse().unwrap_or(0);
-            let running: Vec<Option<String>> = row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
-            let prepared: Vec<Option<String>> = row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
+            let xmax: u64 = row
+                .get::<String>(1)?
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or(0);
+            let running: Vec<Option<String>> =
+                row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
+            let prepared: Vec<Option<String>> =
+                row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
             let horizon = database_horizon(
                 xmax,
-                running.iter().chain(&prepared).flatten().filter_map(|x| x.parse::<u32>().ok()),
+                running
+                    .iter()
+                    .chain(&prepared)
+                    .flatten()
+                    .filter_map(|x| x.parse::<u32>().ok()),
             )
             .to_string();
             // A literal LIMIT makes even the cursor's generic plan an ordered index scan
@@ -857,6 +867,9 @@ mod tests {
         assert_eq!(database_horizon(1000, [990, 995].into_iter()), 990);
         // Across an epoch boundary: xmax 2^32 + 5, a running id just below the wrap.
         let xmax = (1u64 << 32) + 5;
-        assert_eq!(database_horizon(xmax, [u32::MAX - 1].into_iter()), (1u64 << 32) - 2);
+        assert_eq!(
+            database_horizon(xmax, [u32::MAX - 1].into_iter()),
+            (1u64 << 32) - 2
+        );
     }
 }

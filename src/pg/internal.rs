@@ -193,11 +193,18 @@ unsafe extern "C-unwind" fn on_subtransaction_event(
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_transaction_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+unsafe extern "C-unwind" fn on_transaction_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut c_void,
+) {
     use pg_sys::XactEvent::*;
     if matches!(
         event,
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE
+        XACT_EVENT_ABORT
+            | XACT_EVENT_PARALLEL_ABORT
+            | XACT_EVENT_COMMIT
+            | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_PREPARE
     ) {
         SUBXACT_SAVED.with(|s| s.borrow_mut().clear());
         if matches!(event, XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT) {

@@ -87,7 +87,10 @@ fn the_documents_example_event() {
     );
     // Field order is the document's.
     let text: String = c
-        .query_one("SELECT payload::text FROM pgaudit_siem.outbox WHERE category <> 'pgaudit_siem'", &[])
+        .query_one(
+            "SELECT payload::text FROM pgaudit_siem.outbox WHERE category <> 'pgaudit_siem'",
+            &[],
+        )
         .unwrap()
         .get(0);
     let order: Vec<usize> = [

@@ -208,13 +208,16 @@ fn delegated_changes_are_audit_logged_when_auditing_is_on() {
     // The call is in the trail with its arguments; the ALTER DATABASE the extension runs
     // for it is its own statement (recorded by the LOG line) and takes no line or id.
     assert!(
-        lines.iter().any(|l| l.contains(
-            "aiven_extras.set_pgaudit_parameter('log_catalog', 'defaultdb', 'off')"
-        )),
+        lines
+            .iter()
+            .any(|l| l
+                .contains("aiven_extras.set_pgaudit_parameter('log_catalog', 'defaultdb', 'off')")),
         "{lines:#?}"
     );
     assert!(
-        !lines.iter().any(|l| l.contains("ALTER DATABASE") || l.contains("apply_delegated_setting")),
+        !lines
+            .iter()
+            .any(|l| l.contains("ALTER DATABASE") || l.contains("apply_delegated_setting")),
         "{lines:#?}"
     );
     cluster.wait_for_log(Duration::from_secs(10), |r| {

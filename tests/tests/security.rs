@@ -50,10 +50,14 @@ fn worker_pid(su: &mut Client, db: &str) -> Option<i32> {
 fn wait_for_worker(cluster: &Cluster, db: &str) -> i32 {
     let mut su = cluster.connect();
     let mut pid = None;
-    wait_until(&format!("the delivery worker of {db}"), Duration::from_secs(30), || {
-        pid = worker_pid(&mut su, db);
-        pid.is_some()
-    });
+    wait_until(
+        &format!("the delivery worker of {db}"),
+        Duration::from_secs(30),
+        || {
+            pid = worker_pid(&mut su, db);
+            pid.is_some()
+        },
+    );
     pid.unwrap()
 }
 
@@ -114,11 +118,20 @@ fn capture_function_refuses_every_trigger_it_did_not_install() {
         su.batch_execute("DROP TRIGGER IF EXISTS a ON plain; DROP TRIGGER IF EXISTS pgaudit_siem_capture_insert ON other;
                           DROP TRIGGER IF EXISTS pgaudit_siem_capture_update ON plain; DROP TRIGGER IF EXISTS pgaudit_siem_capture_delete ON plain")
             .unwrap();
-        su.batch_execute(create).unwrap_or_else(|e| panic!("{what}: {e}"));
+        su.batch_execute(create)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let err = su.batch_execute(fire).unwrap_err();
         let db = err.as_db_error().unwrap_or_else(|| panic!("{what}: {err}"));
-        assert_eq!(db.code(), &SqlState::E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, "{what}: {}", db.message());
-        assert!(db.hint().unwrap_or("").contains("pgaudit_siem.track()"), "{what}");
+        assert_eq!(
+            db.code(),
+            &SqlState::E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "{what}: {}",
+            db.message()
+        );
+        assert!(
+            db.hint().unwrap_or("").contains("pgaudit_siem.track()"),
+            "{what}"
+        );
     }
     assert_eq!(outbox_count(&mut su), before);
     cluster.assert_no_crash();
@@ -130,12 +143,15 @@ fn capture_function_refuses_every_trigger_it_did_not_install() {
 /// table and delivery to `receiver`.
 fn owned_database(cluster: &Cluster, receiver: &Receiver) {
     let mut su = cluster.connect();
-    su.batch_execute("CREATE ROLE owner LOGIN; CREATE ROLE mallory LOGIN").unwrap();
+    su.batch_execute("CREATE ROLE owner LOGIN; CREATE ROLE mallory LOGIN")
+        .unwrap();
     su.batch_execute("CREATE DATABASE app OWNER owner").unwrap();
     let mut app = cluster.connect_as("app", "postgres");
-    app.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE TABLE t (n int); SELECT pgaudit_siem.track('t');
-                       GRANT INSERT ON t TO owner")
-        .unwrap();
+    app.batch_execute(
+        "CREATE EXTENSION pgaudit_siem; CREATE TABLE t (n int); SELECT pgaudit_siem.track('t');
+                       GRANT INSERT ON t TO owner",
+    )
+    .unwrap();
     app.execute(
         "SELECT pgaudit_siem.configure($1, '{}', NULL, 'ndjson')",
         &[&receiver.url("/ingest")],
@@ -149,7 +165,12 @@ fn received_markers(receiver: &Receiver) -> Vec<i64> {
         .events()
         .iter()
         .filter(|r| r.event.pointer("/source/table") == Some(&Value::from("t")))
-        .flat_map(|r| r.event["changes"]["data_after"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| {
+            r.event["changes"]["data_after"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|row| row["n"].as_i64())
         .collect()
 }
@@ -158,7 +179,8 @@ fn received_markers(receiver: &Receiver) -> Vec<i64> {
 fn restart_worker(cluster: &Cluster) {
     let old = wait_for_worker(cluster, "app");
     let mut su = cluster.connect();
-    su.execute("SELECT pg_terminate_backend($1)", &[&old]).unwrap();
+    su.execute("SELECT pg_terminate_backend($1)", &[&old])
+        .unwrap();
     let mut pid = None;
     wait_until("a new delivery worker", Duration::from_secs(30), || {
         pid = worker_pid(&mut su, "app");
@@ -200,11 +222,15 @@ fn database_owner_settings_cannot_run_code_in_the_delivery_worker() {
         .unwrap();
     restart_worker(&cluster);
     for n in 0..5 {
-        owner.execute("INSERT INTO public.t VALUES ($1)", &[&n]).unwrap();
+        owner
+            .execute("INSERT INTO public.t VALUES ($1)", &[&n])
+            .unwrap();
     }
-    wait_until("delivery of the owner's rows", Duration::from_secs(30), || {
-        received_markers(&receiver).len() == 5
-    });
+    wait_until(
+        "delivery of the owner's rows",
+        Duration::from_secs(30),
+        || received_markers(&receiver).len() == 5,
+    );
     let mut su = cluster.connect();
     let superuser: bool = su
         .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'owner'", &[])
@@ -264,13 +290,17 @@ fn database_owner_settings_cannot_stall_or_loop_delivery() {
         writer.execute("INSERT INTO t VALUES ($1)", &[&n]).unwrap();
     }
     let mut app = cluster.connect_as("app", "writer");
-    wait_until("the cursor to pass every event", Duration::from_secs(30), || {
-        let queued: i64 = app
-            .query_one("SELECT queued FROM pgaudit_siem.stats", &[])
-            .unwrap()
-            .get(0);
-        queued == 0
-    });
+    wait_until(
+        "the cursor to pass every event",
+        Duration::from_secs(30),
+        || {
+            let queued: i64 = app
+                .query_one("SELECT queued FROM pgaudit_siem.stats", &[])
+                .unwrap()
+                .get(0);
+            queued == 0
+        },
+    );
     // The cursor moved, so nothing is sent again: each row arrived exactly once.
     let mut markers = received_markers(&receiver);
     markers.sort();
@@ -305,7 +335,11 @@ fn refused_database_statements_leave_the_worker_alone() {
     // Inside a transaction block DROP DATABASE is refused too.
     assert!(owner_tx.batch_execute("BEGIN; DROP DATABASE app").is_err());
     let mut su = cluster.connect();
-    assert_eq!(worker_pid(&mut su, "app"), Some(pid), "the worker was stopped");
+    assert_eq!(
+        worker_pid(&mut su, "app"),
+        Some(pid),
+        "the worker was stopped"
+    );
     cluster.assert_no_crash();
 }
 
@@ -323,12 +357,16 @@ fn delivery_is_not_held_back_by_transactions_of_other_databases() {
         .unwrap();
     let mut app = cluster.connect_as("app", "postgres");
     app.batch_execute("INSERT INTO t VALUES (7)").unwrap();
-    wait_until("delivery past the other database's open transaction", Duration::from_secs(20), || {
-        received_markers(&receiver) == vec![7]
-    });
+    wait_until(
+        "delivery past the other database's open transaction",
+        Duration::from_secs(20),
+        || received_markers(&receiver) == vec![7],
+    );
     // An open transaction of this database still holds it back (it could write events).
     let mut local = cluster.connect_as("app", "postgres");
-    local.batch_execute("BEGIN; INSERT INTO t VALUES (8)").unwrap();
+    local
+        .batch_execute("BEGIN; INSERT INTO t VALUES (8)")
+        .unwrap();
     app.batch_execute("INSERT INTO t VALUES (9)").unwrap();
     local.batch_execute("COMMIT").unwrap();
     wait_until("both later events", Duration::from_secs(20), || {
@@ -390,14 +428,23 @@ fn a_caught_error_never_hides_later_statements() {
             .unwrap();
         c.batch_execute("DELETE FROM other").unwrap();
     });
-    for needle in ["DELETE FROM secret", "UPDATE secret SET x = 2", "INSERT INTO other VALUES (3)"] {
+    for needle in [
+        "DELETE FROM secret",
+        "UPDATE secret SET x = 2",
+        "INSERT INTO other VALUES (3)",
+    ] {
         assert!(
-            lines.iter().any(|l| l.contains(needle) && l.contains("WRITE")),
+            lines
+                .iter()
+                .any(|l| l.contains(needle) && l.contains("WRITE")),
             "{needle} is missing from the trail:\n{}",
             lines.join("\n")
         );
     }
-    assert!(lines.last().unwrap().contains("DELETE FROM other"), "{lines:?}");
+    assert!(
+        lines.last().unwrap().contains("DELETE FROM other"),
+        "{lines:?}"
+    );
     cluster.assert_no_crash();
 }
 
@@ -410,18 +457,31 @@ fn the_extensions_own_statements_never_enter_the_trail() {
     let lines = cluster.session_audit("postgres", "postgres", |c| {
         c.batch_execute("SELECT 1").unwrap();
         c.batch_execute("CREATE TABLE t (x int, y int)").unwrap();
-        c.batch_execute("SELECT pgaudit_siem.track('t', 'cat', ARRAY['y'])").unwrap();
+        c.batch_execute("SELECT pgaudit_siem.track('t', 'cat', ARRAY['y'])")
+            .unwrap();
         c.batch_execute("INSERT INTO t VALUES (1, 2)").unwrap();
         c.batch_execute("ALTER TABLE t ADD COLUMN z int").unwrap();
         c.batch_execute("SELECT pgaudit_siem.untrack('t')").unwrap();
         c.batch_execute("DROP TABLE t").unwrap();
-        c.batch_execute("SELECT pgaudit_siem.discard_undelivered()").unwrap();
+        c.batch_execute("SELECT pgaudit_siem.discard_undelivered()")
+            .unwrap();
         c.batch_execute("DROP EXTENSION pgaudit_siem").unwrap();
         c.batch_execute("SELECT 2").unwrap();
     });
     let trail = lines.join("\n");
-    for internal in ["pgaudit_siem.outbox", "pgaudit_siem.tracked", "to_regclass", "CREATE TRIGGER", "pg_event_trigger", "_install_triggers", "_admin_event"] {
-        assert!(!trail.contains(internal), "internal statement ({internal}) in the trail:\n{trail}");
+    for internal in [
+        "pgaudit_siem.outbox",
+        "pgaudit_siem.tracked",
+        "to_regclass",
+        "CREATE TRIGGER",
+        "pg_event_trigger",
+        "_install_triggers",
+        "_admin_event",
+    ] {
+        assert!(
+            !trail.contains(internal),
+            "internal statement ({internal}) in the trail:\n{trail}"
+        );
     }
     // One statement id per statement the client sent, in order, none skipped.
     let ids: Vec<i64> = lines
@@ -444,7 +504,8 @@ fn platform(name: &str) -> Cluster {
     let mut su = cluster.connect();
     su.batch_execute("CREATE ROLE avnadmin LOGIN CREATEROLE; CREATE ROLE app_user LOGIN")
         .unwrap();
-    su.batch_execute("CREATE DATABASE defaultdb OWNER avnadmin").unwrap();
+    su.batch_execute("CREATE DATABASE defaultdb OWNER avnadmin")
+        .unwrap();
     cluster
         .connect_as("defaultdb", "postgres")
         .batch_execute("CREATE EXTENSION pgaudit_siem; GRANT pgaudit_admin TO avnadmin")
@@ -478,7 +539,11 @@ fn the_delegated_admin_cannot_silence_its_own_sessions() {
         "ALTER ROLE ALL SET pgaudit.log = 'none'",
         "ALTER ROLE ALL IN DATABASE defaultdb SET pgaudit.featureEnabled = off",
     ] {
-        assert_eq!(code(admin.batch_execute(attack)), SqlState::INSUFFICIENT_PRIVILEGE, "{attack}");
+        assert_eq!(
+            code(admin.batch_execute(attack)),
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "{attack}"
+        );
     }
     let settings: i64 = cluster
         .connect()
@@ -495,7 +560,12 @@ fn the_delegated_admin_cannot_silence_its_own_sessions() {
         )
         .unwrap();
     let run = |c: &mut Client| c.batch_execute("SELECT 42 AS marker").unwrap();
-    assert!(cluster.session_audit("defaultdb", "app_user", run).is_empty(), "others follow the database level");
+    assert!(
+        cluster
+            .session_audit("defaultdb", "app_user", run)
+            .is_empty(),
+        "others follow the database level"
+    );
     for role in ["avnadmin", "shadow", "shadow_noinherit", "deputy"] {
         let lines = cluster.session_audit("defaultdb", role, run);
         assert!(
@@ -578,19 +648,27 @@ fn a_table_owner_cannot_switch_capture_off_unseen() {
     );
     let detail = &events[1].2["changes"]["detail"];
     assert_eq!(detail["exclude_columns"], serde_json::json!(["s2"]));
-    assert_eq!(detail["captured_columns"], serde_json::json!(["id", "secret"]));
+    assert_eq!(
+        detail["captured_columns"],
+        serde_json::json!(["id", "secret"])
+    );
     let row = &events[2].2["changes"]["data_after"][0];
     assert_eq!(row, &serde_json::json!({"id": 2, "secret": "shown"}));
     assert!(!events[2].2.to_string().contains("hidden"));
     // Dropping and retyping columns are shape changes too.
     let seq = last_seq(&mut su);
     owner
-        .batch_execute("ALTER TABLE acct ALTER COLUMN id TYPE bigint; ALTER TABLE acct DROP COLUMN secret")
+        .batch_execute(
+            "ALTER TABLE acct ALTER COLUMN id TYPE bigint; ALTER TABLE acct DROP COLUMN secret",
+        )
         .unwrap();
     let actions: Vec<String> = events_of(&mut su, seq).into_iter().map(|e| e.1).collect();
     assert_eq!(actions, vec!["alter_table", "alter_table"]);
     let tracked: Vec<String> = su
-        .query("SELECT unnest(exclude_columns) FROM pgaudit_siem.tracked_tables", &[])
+        .query(
+            "SELECT unnest(exclude_columns) FROM pgaudit_siem.tracked_tables",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -615,14 +693,22 @@ fn a_pgaudit_admin_member_cannot_read_tables_through_tracking() {
         .unwrap_err();
     let db = err.as_db_error().unwrap();
     assert_eq!(db.code(), &SqlState::INSUFFICIENT_PRIVILEGE);
-    assert!(db.detail().unwrap().contains("\"salary\""), "{:?}", db.detail());
+    assert!(
+        db.detail().unwrap().contains("\"salary\""),
+        "{:?}",
+        db.detail()
+    );
     // Excluding what it may not read is fine.
     auditor
         .batch_execute("SELECT pgaudit_siem.track('payroll', 'payroll', ARRAY['salary'])")
         .unwrap();
-    su.batch_execute("INSERT INTO payroll VALUES (1, 'ann', 100)").unwrap();
+    su.batch_execute("INSERT INTO payroll VALUES (1, 'ann', 100)")
+        .unwrap();
     let payloads: Vec<String> = auditor
-        .query("SELECT payload::text FROM pgaudit_siem.events WHERE category = 'payroll'", &[])
+        .query(
+            "SELECT payload::text FROM pgaudit_siem.events WHERE category = 'payroll'",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -637,9 +723,11 @@ fn audit_categories_reach_the_siem_whatever_the_filter() {
     let receiver = Receiver::start(0, None).unwrap();
     let cluster = builder("sec-categories").start();
     let mut su = cluster.connect();
-    su.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE TABLE a (n int); CREATE TABLE b (n int);
-                      SELECT pgaudit_siem.track('a'); SELECT pgaudit_siem.track('b')")
-        .unwrap();
+    su.batch_execute(
+        "CREATE EXTENSION pgaudit_siem; CREATE TABLE a (n int); CREATE TABLE b (n int);
+                      SELECT pgaudit_siem.track('a'); SELECT pgaudit_siem.track('b')",
+    )
+    .unwrap();
     su.execute(
         "SELECT pgaudit_siem.configure($1, '{}', ARRAY['a'], 'ndjson')",
         &[&receiver.url("/ingest")],
@@ -648,7 +736,10 @@ fn audit_categories_reach_the_siem_whatever_the_filter() {
     su.batch_execute("SELECT pgaudit_siem.enable(); INSERT INTO b VALUES (1); SELECT pgaudit_siem.untrack('b'); INSERT INTO a VALUES (1)")
         .unwrap();
     wait_until("the change of a", Duration::from_secs(20), || {
-        receiver.events().iter().any(|r| r.event["event"]["category"] == "a")
+        receiver
+            .events()
+            .iter()
+            .any(|r| r.event["event"]["category"] == "a")
     });
     let categories: Vec<(String, String)> = receiver
         .events()
@@ -660,8 +751,14 @@ fn audit_categories_reach_the_siem_whatever_the_filter() {
             )
         })
         .collect();
-    assert!(categories.contains(&("siem_settings".into(), "update".into())), "{categories:?}");
-    assert!(categories.contains(&("pgaudit_siem".into(), "untrack".into())), "{categories:?}");
+    assert!(
+        categories.contains(&("siem_settings".into(), "update".into())),
+        "{categories:?}"
+    );
+    assert!(
+        categories.contains(&("pgaudit_siem".into(), "untrack".into())),
+        "{categories:?}"
+    );
     assert!(!categories.iter().any(|(c, _)| c == "b"), "{categories:?}");
     cluster.assert_no_crash();
 }
@@ -691,7 +788,10 @@ fn siem_tokens_never_reach_the_server_log() {
         cluster.server_log().contains("done-marker")
     });
     let log = cluster.server_log();
-    assert!(!log.contains("s3cret"), "a token reached the server log:\n{log}");
+    assert!(
+        !log.contains("s3cret"),
+        "a token reached the server log:\n{log}"
+    );
     cluster.assert_no_crash();
 }
 
@@ -699,8 +799,10 @@ fn siem_tokens_never_reach_the_server_log() {
 fn test_connection_refuses_cloud_metadata_addresses() {
     let cluster = builder("sec-ssrf").start();
     let mut su = cluster.connect();
-    su.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE ROLE admin_r LOGIN; GRANT pgaudit_admin TO admin_r")
-        .unwrap();
+    su.batch_execute(
+        "CREATE EXTENSION pgaudit_siem; CREATE ROLE admin_r LOGIN; GRANT pgaudit_admin TO admin_r",
+    )
+    .unwrap();
     let mut admin = cluster.connect_as("postgres", "admin_r");
     for url in [
         "http://169.254.169.254/latest/meta-data/",
@@ -728,8 +830,15 @@ fn dropping_the_schema_keeps_undelivered_events() {
     let mut su = cluster.connect();
     su.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE TABLE t (n int); SELECT pgaudit_siem.track('t'); INSERT INTO t VALUES (1)")
         .unwrap();
-    for attack in ["DROP SCHEMA pgaudit_siem CASCADE", "DROP SCHEMA IF EXISTS public, pgaudit_siem CASCADE"] {
-        assert_eq!(code(su.batch_execute(attack)), SqlState::OBJECT_IN_USE, "{attack}");
+    for attack in [
+        "DROP SCHEMA pgaudit_siem CASCADE",
+        "DROP SCHEMA IF EXISTS public, pgaudit_siem CASCADE",
+    ] {
+        assert_eq!(
+            code(su.batch_execute(attack)),
+            SqlState::OBJECT_IN_USE,
+            "{attack}"
+        );
     }
     assert!(outbox_count(&mut su) >= 2);
     cluster.assert_no_crash();
