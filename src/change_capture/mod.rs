@@ -227,6 +227,11 @@ BEGIN
     IF cat = '' THEN
         RAISE EXCEPTION 'category must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The extension's own categories are always forwarded: a table must not pose as them.
+    IF cat IN ('pgaudit_siem', 'siem_settings', 'pgaudit_siem_test', 'session_audit') THEN
+        RAISE EXCEPTION 'category "%" is reserved', cat USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'pgaudit_siem uses it for its own events; choose another category name.';
+    END IF;
     SELECT c INTO unknown FROM pg_catalog.unnest(coalesce(exclude_columns, '{}')) c
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = tbl AND attname = c AND attnum > 0 AND NOT attisdropped)
      LIMIT 1;
@@ -314,8 +319,7 @@ BEGIN
             PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
                 (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
                 (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
-                pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums)
-                    || pg_catalog.jsonb_build_object('statement', pg_catalog.left(pg_catalog.current_query(), 4096)));
+                pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums));
         END IF;
     END LOOP;
 END
@@ -458,8 +462,21 @@ fn wake_delivery_at_commit() {
 /// functions (`SET ROLE` applies).
 #[pg_extern(name = "_invoking_role", stable, parallel_safe)]
 fn invoking_role() -> pgrx::pg_sys::Oid {
-    // SAFETY: plain read of the session's outer user id.
-    unsafe { pgrx::pg_sys::GetOuterUserId() }
+    // Inside a security-restricted operation (VACUUM/ANALYZE evaluating an index
+    // expression, REFRESH MATERIALIZED VIEW) the outer user is whoever ran the command,
+    // not the owner of the code running: refuse rather than act for them.
+    // SAFETY: plain reads of the session's security state.
+    unsafe {
+        if pgrx::pg_sys::InSecurityRestrictedOperation() {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "cannot track or untrack tables inside a security-restricted operation",
+                function_name!(),
+            )
+            .report(PgLogLevel::ERROR);
+        }
+        pgrx::pg_sys::GetOuterUserId()
+    }
 }
 
 /// A new UUIDv7 (time-ordered), as the capture trigger assigns to events.

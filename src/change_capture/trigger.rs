@@ -72,10 +72,10 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_capture_changes(
         &*(context as *const pg_sys::TriggerData)
     };
     let action = checked_action(trigger);
-    // Everything the capture runs (lookups, the outbox insert) is internal: the audit
-    // trail shows the application's statement, not our machinery. The scope ends on
-    // every exit, errors included.
-    let _internal = crate::pg::internal::InternalScope::enter();
+    // The SQL the capture runs (registry check, lookups, the outbox insert) is internal:
+    // the audit trail shows the application's statement, not our machinery. Only those
+    // calls are scoped: encoding rows may run user code (json casts of user types), whose
+    // statements must stay visible.
     let (category, excluded) = trigger_args(trigger);
     verify_registered(trigger, &category, excluded.len());
     capture(trigger, action, &category, &excluded);
@@ -163,18 +163,30 @@ fn verify_registered(trigger: &pg_sys::TriggerData, category: &str, excluded: us
     if VERIFIED.with(|v| v.borrow().contains(&(relid, tgoid))) {
         return;
     }
+    // Runs as the outbox owner with the caller's search_path: every operator and cast
+    // is qualified, so no object of the caller's can be picked. The nearest registration
+    // wins (the table itself, then its closest ancestor).
     let registered = as_outbox_owner(|| {
-        Spi::get_two_with_args::<String, i32>(
-            "SELECT t.category, pg_catalog.cardinality(t.exclude_attnums)
-               FROM pgaudit_siem.tracked t
-              WHERE t.relid OPERATOR(pg_catalog.=) $1
-                 OR t.relid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1) a)
-              LIMIT 1",
-            &[relid.into()],
-        )
+        crate::pg::internal::run(|| {
+            Spi::get_one_with_args::<String>(
+                "SELECT t.category
+                   FROM pgaudit_siem.tracked t
+                   JOIN (SELECT $1::pg_catalog.oid AS relid, 0 AS depth
+                         UNION ALL
+                         SELECT a.relid::pg_catalog.oid, a.depth
+                           FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY AS a(relid, depth)) c
+                     ON t.relid OPERATOR(pg_catalog.=) c.relid
+                  ORDER BY c.depth
+                  LIMIT 1",
+                &[relid.into()],
+            )
+        })
     });
+    // Exclusions are checked by category only: a partition's excluded columns are its
+    // own attribute numbers (and dropped root columns leave none).
+    let _ = excluded;
     match registered {
-        Ok((Some(c), Some(n))) if c == category && n as usize == excluded => {
+        Ok(Some(c)) if c == category => {
             VERIFIED.with(|v| v.borrow_mut().push((relid, tgoid)));
         }
         _ => misuse("this capture trigger does not match pgaudit_siem.tracked"),
@@ -289,6 +301,25 @@ fn encoder_for(type_oid: pg_sys::Oid) -> Encoder {
     }
 }
 
+/// The most JSON one part may hold, whatever `max_event_bytes` says: one row is always
+/// appended whole, and escaping can make a value six times longer, so values are checked
+/// before they are encoded (Rust allocation failure would abort the backend and restart
+/// the cluster). With the payload copy and the text datum a part stays below 1 GB.
+const PART_HARD_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Refuses a value of `len` source bytes that could push `out` past [`PART_HARD_LIMIT`].
+fn ensure_room(out: &[u8], len: usize) {
+    if out.len().saturating_add(len.saturating_mul(6)) > PART_HARD_LIMIT {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "a changed row is too large to capture (its JSON would exceed 256 MB)",
+            function_name!(),
+        )
+        .set_hint("Exclude the large column from change capture: pgaudit_siem.track(table, category, exclude_columns).")
+        .report(PgLogLevel::ERROR);
+    }
+}
+
 /// Appends one row as a JSON object.
 ///
 /// # Safety
@@ -331,7 +362,9 @@ unsafe fn push_row(
                 Encoder::Text => {
                     let raw = value.cast_mut_ptr::<pg_sys::varlena>();
                     let detoasted = pg_sys::pg_detoast_datum_packed(raw);
-                    json::push_string(out, pgrx::varlena::varlena_to_byte_slice(detoasted));
+                    let bytes = pgrx::varlena::varlena_to_byte_slice(detoasted);
+                    ensure_room(out, bytes.len());
+                    json::push_string(out, bytes);
                     if detoasted != raw {
                         pg_sys::pfree(detoasted.cast());
                     }
@@ -339,6 +372,7 @@ unsafe fn push_row(
                 Encoder::Number(info) => {
                     let text = pg_sys::OutputFunctionCall(info, value);
                     let bytes = CStr::from_ptr(text).to_bytes();
+                    ensure_room(out, bytes.len());
                     if json::is_json_number(bytes) {
                         out.extend_from_slice(bytes);
                     } else {
@@ -348,12 +382,16 @@ unsafe fn push_row(
                 }
                 Encoder::String(info) => {
                     let text = pg_sys::OutputFunctionCall(info, value);
-                    json::push_string(out, CStr::from_ptr(text).to_bytes());
+                    let bytes = CStr::from_ptr(text).to_bytes();
+                    ensure_room(out, bytes.len());
+                    json::push_string(out, bytes);
                     pg_sys::pfree(text.cast());
                 }
                 Encoder::Verbatim(info) => {
                     let text = pg_sys::OutputFunctionCall(info, value);
-                    out.extend_from_slice(CStr::from_ptr(text).to_bytes());
+                    let bytes = CStr::from_ptr(text).to_bytes();
+                    ensure_room(out, bytes.len());
+                    out.extend_from_slice(bytes);
                     pg_sys::pfree(text.cast());
                 }
                 Encoder::DateTime(type_oid) => {
@@ -374,7 +412,9 @@ unsafe fn push_row(
                     };
                     let json = pg_sys::DirectFunctionCall1Coll(function, pg_sys::InvalidOid, value);
                     let text = pg_sys::text_to_cstring(json.cast_mut_ptr());
-                    out.extend_from_slice(CStr::from_ptr(text).to_bytes());
+                    let bytes = CStr::from_ptr(text).to_bytes();
+                    ensure_room(out, bytes.len());
+                    out.extend_from_slice(bytes);
                     pg_sys::pfree(text.cast());
                 }
             }
@@ -664,9 +704,11 @@ fn client_addr() -> Option<String> {
     if let Some(cached) = CLIENT_ADDR.with(|c| c.borrow().clone()) {
         return cached;
     }
-    let addr = Spi::get_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())")
-        .ok()
-        .flatten();
+    let addr = crate::pg::internal::run(|| {
+        Spi::get_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())")
+    })
+    .ok()
+    .flatten();
     CLIENT_ADDR.with(|c| *c.borrow_mut() = Some(addr.clone()));
     addr
 }
@@ -843,8 +885,7 @@ thread_local! {
 
 const INSERT_SQL: &CStr = c"INSERT INTO pgaudit_siem.outbox (id, created_at, category, action, relid, schema_name, table_name, row_count, part, part_count, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-/// Appends one event to the outbox, as the outbox owner (the caller runs it as an
-/// internal statement).
+/// Appends one event to the outbox, as the outbox owner, as an internal statement.
 pub fn insert_event(
     context: &EventContext,
     row_count: Option<u64>,
@@ -854,6 +895,7 @@ pub fn insert_event(
 ) {
     let (payload, id) = payload;
     let _owner = crate::pg::user::AsUser::switch_to(outbox_owner());
+    let _internal = crate::pg::internal::InternalScope::enter();
     // SAFETY: classic SPI: connect, prepare once and keep the plan, execute with datums
     // built in the SPI procedure context, finish.
     unsafe {
@@ -931,10 +973,14 @@ fn outbox_owner() -> pg_sys::Oid {
     if cached != pg_sys::InvalidOid {
         return cached;
     }
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT c.relowner FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'pgaudit_siem' AND c.relname = 'outbox'",
-    )
+    let owner = crate::pg::internal::run(|| {
+        Spi::get_one::<pg_sys::Oid>(
+            "SELECT c.relowner FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE n.nspname OPERATOR(pg_catalog.=) 'pgaudit_siem'::pg_catalog.name
+                AND c.relname OPERATOR(pg_catalog.=) 'outbox'::pg_catalog.name",
+        )
+    })
     .ok()
     .flatten()
     .unwrap_or_else(|| error!("pgaudit_siem: the outbox table is missing; is the extension installed in this database?"));

@@ -251,6 +251,9 @@ pub fn agent(tls: &TlsFiles, allowed_hosts: &str) -> Result<ureq::Agent, String>
         .max_idle_connections(4)
         .max_idle_connections_per_host(2)
         .max_redirects(0)
+        // No proxy from the environment: a proxy would resolve the name itself, past
+        // the address check below.
+        .proxy(None)
         .user_agent(concat!("pgaudit_siem/", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(ureq::Agent::with_parts(

@@ -176,7 +176,8 @@ impl Worker {
             self.reloaded = false;
             let settings = gucs::delivery();
             shmem::set_waiting(self.dboid, true);
-            let plan = BackgroundWorker::transaction(|| plan(&settings));
+            let horizon = BackgroundWorker::transaction(horizon);
+            let plan = BackgroundWorker::transaction(|| plan(&settings, horizon));
             report_stat();
             if matches!(plan, Plan::Deliver(..) | Plan::Disabled) {
                 shmem::set_waiting(self.dboid, false);
@@ -635,30 +636,14 @@ fn read_config() -> Option<Config> {
     })
 }
 
-/// Step 1 of the loop (inside a transaction).
-fn plan(settings: &DeliverySettings) -> Plan {
-    if !extension_installed() {
-        return Plan::Exit;
-    }
-    let Some(config) = read_config() else {
-        return Plan::Disabled;
-    };
+/// The delivery horizon: every transaction with a smaller id has finished, or belongs
+/// to another database (whose transactions cannot write to this outbox). Computed in its
+/// own transaction, *before* the one that reads events, so the events are read with a
+/// snapshot taken after the activity was read: a transaction that ended in between is
+/// then visible, never skipped. The snapshot's xmax here bounds every id assigned later.
+fn horizon() -> u64 {
     internal(|| {
         Spi::connect(|client| {
-            let cursor = client.select(
-                "SELECT s.last_xid::pg_catalog.text, s.last_seq FROM pgaudit_siem.delivery_state s",
-                Some(1),
-                &[],
-            )?;
-            let Some(row) = cursor.into_iter().next() else {
-                return Ok(Plan::Idle);
-            };
-            let last_xid: String = row.get(1)?.unwrap_or_default();
-            let last_seq: i64 = row.get(2)?.unwrap_or(0);
-            // Every transaction below the horizon has finished: nothing can still appear
-            // behind the cursor once it stays below it. Only transactions of this
-            // database can write to its outbox, so only they (and prepared transactions
-            // of this database) count; the snapshot's xmax bounds every later one.
             let row = client
                 .select(
                     "SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text,
@@ -679,15 +664,41 @@ fn plan(settings: &DeliverySettings) -> Plan {
                 row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
             let prepared: Vec<Option<String>> =
                 row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
-            let horizon = database_horizon(
+            Ok(database_horizon(
                 xmax,
                 running
                     .iter()
                     .chain(&prepared)
                     .flatten()
                     .filter_map(|x| x.parse::<u32>().ok()),
-            )
-            .to_string();
+            ))
+        })
+    })
+}
+
+/// Step 1 of the loop (inside a transaction, started after [`horizon`]'s).
+fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
+    if !extension_installed() {
+        return Plan::Exit;
+    }
+    let Some(config) = read_config() else {
+        return Plan::Disabled;
+    };
+    internal(|| {
+        Spi::connect(|client| {
+            let cursor = client.select(
+                "SELECT s.last_xid::pg_catalog.text, s.last_seq FROM pgaudit_siem.delivery_state s",
+                Some(1),
+                &[],
+            )?;
+            let Some(row) = cursor.into_iter().next() else {
+                return Ok(Plan::Idle);
+            };
+            let last_xid: String = row.get(1)?.unwrap_or_default();
+            let last_seq: i64 = row.get(2)?.unwrap_or(0);
+            // Computed in a transaction of its own before this one (see `horizon`): the
+            // snapshot this read uses is newer than the activity read.
+            let horizon = horizon.to_string();
             // A literal LIMIT makes even the cursor's generic plan an ordered index scan
             // (with a parameter the planner sorts the whole backlog for every batch).
             let row_limit = settings.batch_events.max(MIN_ROWS_PER_READ);
@@ -783,8 +794,16 @@ fn self_dboid() -> u32 {
 /// (32-bit ids of transactions in progress, all below `xmax`), or `xmax` itself.
 pub fn database_horizon(xmax: u64, running: impl Iterator<Item = u32>) -> u64 {
     running
-        // A running id is less than 2^31 below xmax: widen it to a full id.
-        .map(|x| xmax.saturating_sub((xmax as u32).wrapping_sub(x) as u64))
+        // A running id is within 2^31 of xmax (ids assigned after the snapshot are above
+        // it): widen it to a full id by its signed distance.
+        .map(|x| {
+            let below = (xmax as u32).wrapping_sub(x) as i32;
+            if below <= 0 {
+                xmax
+            } else {
+                xmax.saturating_sub(below as u64)
+            }
+        })
         .min()
         .unwrap_or(xmax)
         .min(xmax)
@@ -865,6 +884,8 @@ mod tests {
     fn horizon_is_the_oldest_running_transaction_of_the_database() {
         assert_eq!(database_horizon(1000, [].into_iter()), 1000);
         assert_eq!(database_horizon(1000, [990, 995].into_iter()), 990);
+        // Assigned after the snapshot: above xmax, so it does not lower the horizon.
+        assert_eq!(database_horizon(1000, [1001].into_iter()), 1000);
         // Across an epoch boundary: xmax 2^32 + 5, a running id just below the wrap.
         let xmax = (1u64 << 32) + 5;
         assert_eq!(

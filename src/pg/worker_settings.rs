@@ -21,6 +21,8 @@ use pgrx::pg_sys;
 /// (name, value) pairs pinned for background workers.
 pub const PINNED: &[(&CStr, &CStr)] = &[
     (c"search_path", c"pg_catalog, pg_temp"),
+    // ALTER DATABASE ... SET role would make the worker act as another role.
+    (c"role", c"none"),
     (c"default_transaction_read_only", c"off"),
     (c"default_transaction_isolation", c"read committed"),
     (c"default_transaction_deferrable", c"off"),

@@ -262,7 +262,8 @@ fn database_owner_settings_cannot_stall_or_loop_delivery() {
              ALTER ROLE writer IN DATABASE app SET lock_timeout = 0;
              ALTER ROLE writer IN DATABASE app SET idle_in_transaction_session_timeout = 0;
              ALTER ROLE writer IN DATABASE app SET exit_on_error = off;
-             ALTER ROLE writer IN DATABASE app SET default_transaction_isolation = 'read committed';",
+             ALTER ROLE writer IN DATABASE app SET default_transaction_isolation = 'read committed';
+             ALTER ROLE writer IN DATABASE app SET role = 'none';",
         )
         .unwrap();
     let mut owner = cluster.connect_as("app", "owner");
@@ -279,6 +280,7 @@ fn database_owner_settings_cannot_stall_or_loop_delivery() {
         "DateStyle = 'SQL, DMY'",
         "extra_float_digits = -15",
         "exit_on_error = on",
+        "role = 'mallory'",
     ] {
         owner
             .batch_execute(&format!("ALTER DATABASE app SET {setting}"))
@@ -886,4 +888,103 @@ fn privileges_on_every_object_match_the_reviewed_list() {
         "privileges changed; review and update tests/tests/security_privileges.txt:\n{}",
         actual.join("\n")
     );
+}
+
+#[test]
+fn capture_lookups_ignore_the_writers_operators() {
+    // The capture trigger reads its registry as the outbox owner (a superuser) inside
+    // the writer's session: the writer's search_path and operators must not be used.
+    let cluster = builder("sec-capture-operators").start();
+    let mut su = cluster.connect();
+    su.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE ROLE owner_r LOGIN; GRANT CREATE ON SCHEMA public TO owner_r")
+        .unwrap();
+    let mut owner = cluster.connect_as("postgres", "owner_r");
+    owner
+        .batch_execute(
+            "CREATE TABLE calls (n int); GRANT ALL ON calls TO PUBLIC;
+             CREATE FUNCTION pwn() RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO public.calls VALUES (1);
+                 BEGIN ALTER ROLE owner_r SUPERUSER; EXCEPTION WHEN OTHERS THEN NULL; END;
+                 RETURN false;
+             END $$;
+             CREATE FUNCTION eq_oid_regclass(oid, regclass) RETURNS boolean LANGUAGE sql AS 'SELECT public.pwn()';
+             CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = eq_oid_regclass);
+             CREATE FUNCTION eq_oid_oid(oid, oid) RETURNS boolean LANGUAGE sql AS 'SELECT public.pwn()';
+             CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = eq_oid_oid);
+             CREATE FUNCTION eq_name(name, name) RETURNS boolean LANGUAGE sql AS 'SELECT public.pwn()';
+             CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = name, FUNCTION = eq_name);
+             CREATE TABLE m (id int) PARTITION BY RANGE (id);
+             CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (100);
+             SELECT pgaudit_siem.track('m');",
+        )
+        .unwrap();
+    // A fresh session (no cached lookups), the attacker's schema first.
+    let mut writer = cluster.connect_as("postgres", "owner_r");
+    writer
+        .batch_execute("SET search_path = public, pg_catalog; INSERT INTO m1 VALUES (1); INSERT INTO m VALUES (2)")
+        .unwrap();
+    let calls: i64 = su
+        .query_one("SELECT count(*) FROM calls", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(calls, 0, "the writer's operator ran inside the capture");
+    let superuser: bool = su
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'owner_r'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!superuser);
+    let captured: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pgaudit_siem.outbox WHERE category = 'm'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(captured, 2);
+    // Reserved categories cannot be posed as.
+    for reserved in ["siem_settings", "pgaudit_siem"] {
+        assert_eq!(
+            code(owner.execute("SELECT pgaudit_siem.track('calls', $1)", &[&reserved])),
+            SqlState::INVALID_PARAMETER_VALUE,
+            "{reserved}"
+        );
+    }
+    cluster.assert_no_crash();
+}
+
+#[test]
+fn a_row_too_large_to_capture_is_refused_without_a_crash() {
+    let cluster = builder("sec-huge-row").start();
+    let mut su = cluster.connect();
+    su.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE ROLE owner_r LOGIN; GRANT CREATE ON SCHEMA public TO owner_r")
+        .unwrap();
+    let mut owner = cluster.connect_as("postgres", "owner_r");
+    owner
+        .batch_execute("CREATE TABLE big (v text); SELECT pgaudit_siem.track('big')")
+        .unwrap();
+    // 50 MB of control characters: 300 MB of JSON once escaped.
+    let err = owner
+        .batch_execute("INSERT INTO big SELECT repeat(chr(1), 50000000)")
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(
+        db.code(),
+        &SqlState::PROGRAM_LIMIT_EXCEEDED,
+        "{}",
+        db.message()
+    );
+    assert!(db.hint().unwrap().contains("exclude_columns"));
+    let rows: i64 = owner
+        .query_one("SELECT count(*) FROM big", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the refused statement changed nothing");
+    owner
+        .batch_execute("SELECT pgaudit_siem.track('big', 'big', ARRAY['v']); INSERT INTO big SELECT repeat(chr(1), 50000000)")
+        .unwrap();
+    cluster.assert_no_crash();
 }
