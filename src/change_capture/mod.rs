@@ -321,6 +321,21 @@ BEGIN
                 (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
                 pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums));
         END IF;
+        -- A partition detached from a tracked table is no longer tracked: its capture
+        -- triggers go (they would refuse its writes), and the SIEM is told.
+        IF cmd.command_tag = 'ALTER TABLE' THEN
+            FOR t IN SELECT DISTINCT tg.tgrelid AS relid FROM pg_catalog.pg_trigger tg
+                      WHERE tg.tgname = 'pgaudit_siem_capture_insert'
+                        AND NOT EXISTS (SELECT FROM pgaudit_siem.tracked tr
+                                         WHERE tr.relid = tg.tgrelid
+                                            OR tr.relid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tg.tgrelid) a)) LOOP
+                PERFORM pgaudit_siem._drop_triggers(t.relid);
+                PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'untrack_partition', t.relid,
+                    (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
+                    (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
+                    pg_catalog.jsonb_build_object('reason', 'no longer a partition of a tracked table'));
+            END LOOP;
+        END IF;
     END LOOP;
 END
 $f$;

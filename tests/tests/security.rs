@@ -988,3 +988,36 @@ fn a_row_too_large_to_capture_is_refused_without_a_crash() {
         .unwrap();
     cluster.assert_no_crash();
 }
+
+#[test]
+fn a_detached_partition_stays_writable_and_the_siem_is_told() {
+    let cluster = builder("sec-detach").start();
+    let mut su = cluster.connect();
+    su.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE ROLE owner_r LOGIN; GRANT CREATE ON SCHEMA public TO owner_r")
+        .unwrap();
+    let mut owner = cluster.connect_as("postgres", "owner_r");
+    owner
+        .batch_execute(
+            "CREATE TABLE m (id int) PARTITION BY RANGE (id);
+             CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (100);
+             SELECT pgaudit_siem.track('m');
+             ALTER TABLE m DETACH PARTITION m1;
+             INSERT INTO m1 VALUES (1);",
+        )
+        .unwrap();
+    let actions: Vec<(String, String)> = su
+        .query(
+            "SELECT action, table_name FROM pgaudit_siem.outbox ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        actions.contains(&("untrack_partition".to_owned(), "m1".to_owned())),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|(a, _)| a == "insert"), "{actions:?}");
+    cluster.assert_no_crash();
+}
