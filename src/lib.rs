@@ -15,13 +15,18 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+// Shared layers (import only each other, downwards: pg ← settings ← events ← sinks).
+pub mod events;
+pub mod pg;
+pub mod settings;
+pub mod sinks;
+// Subsystems (import shared layers only, never each other).
 pub mod change_capture;
 pub mod delegated_config;
 pub mod delivery;
-pub mod gucs;
-pub mod pg;
 pub mod session_audit;
-pub mod syscache;
+// The hook dispatcher, on top: calls into every subsystem.
+pub mod hooks;
 
 pgrx::pg_module_magic!();
 
@@ -47,10 +52,8 @@ pub extern "C-unwind" fn _PG_init() {
         .set_hint("Add pgaudit_siem to shared_preload_libraries in postgresql.conf and restart the server.")
         .report(PgLogLevel::ERROR);
     }
-    gucs::init();
-    pg::internal::init();
-    session_audit::init();
-    change_capture::trigger::init();
+    settings::init();
+    hooks::init();
     delivery::init();
     log!("pgaudit_siem extension initialized");
 }

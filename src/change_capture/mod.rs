@@ -2,9 +2,14 @@
 //! UPDATE, DELETE and TRUNCATE on a tracked table into a JSON audit event in the
 //! transactional outbox `pgaudit_siem.outbox`.
 //!
-//! - [`json`]: escaping, UUIDv7, timestamps (pure Rust).
-//! - [`trigger`]: the capture trigger and the outbox insert.
+//! - [`trigger`]: the capture trigger: how it is called, which rows, which parts.
+//! - [`encode`]: rows to JSON, one encoder per column.
+//! - [`rows`]: reading transition tables, cutting rows into parts.
+//! - [`event`]: the event context and document (on the shared `events` envelope).
+//! - [`outbox`]: appending events to `pgaudit_siem.outbox`.
 //! - [`protect`]: the utility-hook rules that keep capture switched on.
+//! - [`error`]: the errors it raises, with their SQLSTATEs.
+//! - SQL: `sql/change_capture.sql` (the registry, the outbox, track/untrack, partitions).
 //!
 //! # Invariants
 //! - Events are rows written in the capturing transaction: rolled-back statements,
@@ -17,430 +22,32 @@
 //!   partitions (existing and future) get the same triggers for statements that name
 //!   them directly, so each change is captured exactly once.
 
-pub mod json;
+pub mod encode;
+pub mod error;
+pub mod event;
+pub mod outbox;
 pub mod protect;
+pub mod rows;
 pub mod trigger;
 
 use pgrx::prelude::*;
 
-extension_sql!(
-    r#"
--- Which tables are tracked. Trigger arguments carry the same configuration.
-CREATE TABLE pgaudit_siem.tracked (
-    relid oid PRIMARY KEY,
-    category text NOT NULL,
-    -- Excluded columns by attribute number of this table: they follow a renamed column.
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    tracked_by name NOT NULL DEFAULT current_user,
-    tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-
--- The transactional outbox, in delivery order (xid, seq): events become deliverable
--- once their transaction id is below every running one's, so the delivery cursor never
--- passes an event that could still commit.
-CREATE TABLE pgaudit_siem.outbox (
-    seq bigint GENERATED ALWAYS AS IDENTITY,
-    id uuid NOT NULL,
-    created_at timestamptz NOT NULL,
-    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
-    category text NOT NULL,
-    action text NOT NULL,
-    relid oid,
-    schema_name text,
-    table_name text,
-    row_count bigint,
-    part int NOT NULL DEFAULT 1,
-    part_count int NOT NULL DEFAULT 1,
-    payload json NOT NULL,
-    PRIMARY KEY (xid, seq)
-);
-ALTER TABLE pgaudit_siem.outbox ALTER COLUMN payload SET COMPRESSION lz4;
--- One btree (xid, seq) and a BRIN (created_at, which follows seq) keep the per-event cost
--- of writers low; ids are unique by construction (UUIDv7 with a per-backend counter).
-CREATE INDEX outbox_created ON pgaudit_siem.outbox USING brin (created_at);
-
--- The delivery cursor: every event up to (last_xid, last_seq) was delivered or
--- dead-lettered. One row, written by the delivery worker; counters feed `stats`.
-CREATE TABLE pgaudit_siem.delivery_state (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    last_xid xid8 NOT NULL DEFAULT '0',
-    last_seq bigint NOT NULL DEFAULT 0,
-    delivered bigint NOT NULL DEFAULT 0,
-    retried bigint NOT NULL DEFAULT 0,
-    dead_lettered bigint NOT NULL DEFAULT 0,
-    batches bigint NOT NULL DEFAULT 0,
-    last_success timestamptz,
-    last_error text,
-    last_error_at timestamptz,
-    last_http_status int,
-    current_backoff_ms bigint NOT NULL DEFAULT 0,
-    events_per_second double precision NOT NULL DEFAULT 0,
-    worker_pid int
-);
-INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
-
-REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox, pgaudit_siem.delivery_state FROM PUBLIC;
-GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
-
-
-CREATE VIEW pgaudit_siem.events AS
-    SELECT o.id, o.created_at, o.category, o.action, o.schema_name, o.table_name, o.row_count,
-           o.part, o.part_count, o.xid, (o.xid, o.seq) <= (s.last_xid, s.last_seq) AS delivered, o.payload
-      FROM pgaudit_siem.outbox o CROSS JOIN pgaudit_siem.delivery_state s;
-
-REVOKE ALL ON pgaudit_siem.events FROM PUBLIC;
-GRANT SELECT ON pgaudit_siem.events TO pgaudit_admin;
-
-CREATE FUNCTION pgaudit_siem.capture_changes() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'pgaudit_siem_capture_changes';
--- Only the capture triggers track() installs (as the extension owner) call it.
-REVOKE ALL ON FUNCTION pgaudit_siem.capture_changes() FROM PUBLIC;
-
--- Names of columns of p_relid by attribute number, in column order.
-CREATE FUNCTION pgaudit_siem._column_names(p_relid oid, p_attnums int2[]) RETURNS text[]
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
-      FROM pg_attribute a
-     WHERE a.attrelid = p_relid AND a.attnum = ANY (p_attnums) AND NOT a.attisdropped
-$f$;
-
--- The attribute numbers in p_part of the columns p_root_attnums name in p_root
--- (partitions may order their columns differently).
-CREATE FUNCTION pgaudit_siem._partition_attnums(p_root oid, p_part oid, p_root_attnums int2[]) RETURNS int2[]
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT coalesce(array_agg(p.attnum ORDER BY p.attnum), '{}')
-      FROM pg_attribute r JOIN pg_attribute p ON p.attrelid = p_part AND p.attname = r.attname AND NOT p.attisdropped
-     WHERE r.attrelid = p_root AND r.attnum = ANY (p_root_attnums)
-$f$;
-
--- What a tracked table's events contain now: for track and alter_table events.
-CREATE FUNCTION pgaudit_siem._shape(p_relid oid, p_category text, p_attnums int2[]) RETURNS jsonb
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT jsonb_build_object(
-        'category', p_category,
-        'captured_columns', (SELECT coalesce(jsonb_agg(a.attname::text ORDER BY a.attnum), '[]')
-                               FROM pg_attribute a
-                              WHERE a.attrelid = p_relid AND a.attnum > 0 AND NOT a.attisdropped
-                                AND a.attnum <> ALL (p_attnums)),
-        'exclude_columns', to_jsonb(pgaudit_siem._column_names(p_relid, p_attnums)))
-$f$;
-REVOKE ALL ON FUNCTION pgaudit_siem._column_names(oid, int2[]), pgaudit_siem._partition_attnums(oid, oid, int2[]),
-    pgaudit_siem._shape(oid, text, int2[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgaudit_siem._column_names(oid, int2[]) TO pgaudit_admin;
-
-CREATE VIEW pgaudit_siem.tracked_tables AS
-    SELECT t.relid::pg_catalog.regclass AS table_name, t.category,
-           pgaudit_siem._column_names(t.relid, t.exclude_attnums) AS exclude_columns, t.tracked_by, t.tracked_at
-      FROM pgaudit_siem.tracked t;
-REVOKE ALL ON pgaudit_siem.tracked_tables FROM PUBLIC;
-GRANT SELECT ON pgaudit_siem.tracked_tables TO pgaudit_admin;
-
--- Records an administrative event (untrack, dropped table) in the outbox.
--- With p_before/p_after it records one changed settings row, like the document's example.
-CREATE FUNCTION pgaudit_siem._admin_event(p_category text, p_action text, p_relid oid, p_schema text, p_table text, p_detail jsonb,
-                                          p_before jsonb DEFAULT NULL, p_after jsonb DEFAULT NULL)
-    RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-    INSERT INTO pgaudit_siem.outbox (id, created_at, category, action, relid, schema_name, table_name, row_count, payload)
-    SELECT x.id, now_ts, p_category, p_action, p_relid, p_schema, p_table, NULL,
-           json_build_object(
-             'id', id, 'timestamp', to_char(now_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-             'event', json_build_object('category', p_category, 'action', p_action),
-             'org', json_build_object('id', NULL, 'name', current_database(), 'alias', current_database()),
-             'actor', json_build_object('id', session_user, 'email', NULL, 'first_name', NULL, 'last_name', NULL),
-             'changes', json_build_object('processed_row_count', CASE WHEN p_before IS NOT NULL OR p_after IS NOT NULL THEN 1 END,
-                                         'part', 1, 'part_count', 1,
-                                         'data_before', CASE WHEN p_before IS NULL THEN '[]'::json ELSE json_build_array(p_before) END,
-                                         'data_after', CASE WHEN p_after IS NULL THEN '[]'::json ELSE json_build_array(p_after) END,
-                                         'detail', p_detail),
-             'source', json_build_object('database', current_database(), 'schema', p_schema, 'table', p_table,
-                                         'transaction_id', pg_current_xact_id()::text::bigint, 'session_user', session_user,
-                                         'current_user', current_user, 'application_name', current_setting('application_name'),
-                                         'client_addr', host(inet_client_addr())))
-      FROM (SELECT pgaudit_siem.uuid_v7() AS id, clock_timestamp() AS now_ts) x;
-    SELECT pgaudit_siem._wake_delivery_at_commit();
-$f$;
-REVOKE ALL ON FUNCTION pgaudit_siem._admin_event(text, text, oid, text, text, jsonb, jsonb, jsonb) FROM PUBLIC;
-
--- Installs (or refreshes) the capture triggers on one table.
--- Trigger arguments: the category, then the excluded columns' attribute numbers.
-CREATE FUNCTION pgaudit_siem._install_triggers(p_relid oid, p_category text, p_exclude int2[])
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    args text := pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_literal(a) FROM pg_catalog.unnest(ARRAY[p_category] || p_exclude::text[]) a), ', ');
-    tbl text := p_relid::pg_catalog.regclass::text;
-BEGIN
-    PERFORM pgaudit_siem._drop_triggers(p_relid);
-    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS pgaudit_siem_new FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
-    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgaudit_siem_old NEW TABLE AS pgaudit_siem_new FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
-    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS pgaudit_siem_old FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
-    EXECUTE pg_catalog.format('CREATE TRIGGER pgaudit_siem_capture_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgaudit_siem.capture_changes(%s)', tbl, args);
-END
-$f$;
-
-CREATE FUNCTION pgaudit_siem._drop_triggers(p_relid oid)
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['pgaudit_siem_capture_insert', 'pgaudit_siem_capture_update', 'pgaudit_siem_capture_delete', 'pgaudit_siem_capture_truncate'] LOOP
-        IF EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = p_relid AND tgname = t) THEN
-            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t, p_relid::pg_catalog.regclass);
-        END IF;
-    END LOOP;
-END
-$f$;
-REVOKE ALL ON FUNCTION pgaudit_siem._install_triggers(oid, text, int2[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION pgaudit_siem._drop_triggers(oid) FROM PUBLIC;
-
--- Refuses unless the calling role owns the table or is a pgaudit_admin member.
-CREATE FUNCTION pgaudit_siem._check_may_track(p_relid oid)
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    caller oid := pgaudit_siem._invoking_role();
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = p_relid) THEN
-        RAISE EXCEPTION 'relation with OID % does not exist', p_relid USING ERRCODE = 'undefined_table';
-    END IF;
-    IF NOT (pg_catalog.pg_has_role(caller, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = p_relid), 'USAGE')
-            OR pg_catalog.pg_has_role(caller, 'pgaudit_admin', 'USAGE')) THEN
-        RAISE EXCEPTION 'permission denied to track table %', p_relid::pg_catalog.regclass
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Only the table owner or a member of pgaudit_admin may track or untrack a table.';
-    END IF;
-    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = p_relid) NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', p_relid::pg_catalog.regclass USING ERRCODE = 'wrong_object_type';
-    END IF;
-END
-$f$;
-
-CREATE FUNCTION pgaudit_siem.track(tbl regclass, category text DEFAULT NULL, exclude_columns text[] DEFAULT '{}')
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    caller oid := pgaudit_siem._invoking_role();
-    cat text := coalesce(category, (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl));
-    unknown text;
-    excluded_attnums int2[];
-    previous jsonb;
-    part oid;
-BEGIN
-    PERFORM pgaudit_siem._check_may_track(tbl);
-    IF cat = '' THEN
-        RAISE EXCEPTION 'category must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- The extension's own categories are always forwarded: a table must not pose as them.
-    IF cat IN ('pgaudit_siem', 'siem_settings', 'pgaudit_siem_test', 'session_audit') THEN
-        RAISE EXCEPTION 'category "%" is reserved', cat USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'pgaudit_siem uses it for its own events; choose another category name.';
-    END IF;
-    SELECT c INTO unknown FROM pg_catalog.unnest(coalesce(exclude_columns, '{}')) c
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = tbl AND attname = c AND attnum > 0 AND NOT attisdropped)
-     LIMIT 1;
-    IF unknown IS NOT NULL THEN
-        RAISE EXCEPTION 'column "%" of relation % does not exist', unknown, tbl USING ERRCODE = 'undefined_column';
-    END IF;
-    excluded_attnums := ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute a
-                       WHERE a.attrelid = tbl AND a.attname = ANY (coalesce(exclude_columns, '{}'))
-                         AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
-    -- Events show the captured rows: a pgaudit_admin member must be allowed to read them.
-    IF NOT pg_catalog.pg_has_role(caller, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = tbl), 'USAGE') THEN
-        SELECT a.attname INTO unknown FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <> ALL (excluded_attnums)
-           AND NOT pg_catalog.has_column_privilege(caller, tbl, a.attnum, 'SELECT')
-         ORDER BY a.attnum LIMIT 1;
-        IF unknown IS NOT NULL THEN
-            RAISE EXCEPTION 'permission denied to track table %', tbl
-                USING ERRCODE = 'insufficient_privilege',
-                      DETAIL = pg_catalog.format('Its events would show column "%s", which you may not read.', unknown),
-                      HINT = 'Tracking needs SELECT on every captured column (or ownership of the table); exclude the others.';
-        END IF;
-    END IF;
-    SELECT pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums) INTO previous FROM pgaudit_siem.tracked t WHERE t.relid = tbl;
-    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_attnums, tracked_by)
-         VALUES (tbl, cat, excluded_attnums, (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
-    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_attnums = excluded.exclude_attnums,
-                                      tracked_by = excluded.tracked_by, tracked_at = pg_catalog.now();
-    -- The table itself, plus every partition below it (pg_partition_tree is empty for plain tables).
-    FOR part IN SELECT tbl::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(tbl) LOOP
-        PERFORM pgaudit_siem._install_triggers(part, cat, pgaudit_siem._partition_attnums(tbl, part, excluded_attnums));
-    END LOOP;
-    PERFORM pgaudit_siem._admin_event('pgaudit_siem', CASE WHEN previous IS NULL THEN 'track' ELSE 'retrack' END, tbl,
-        (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = tbl),
-        (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl),
-        pgaudit_siem._shape(tbl, cat, excluded_attnums) || CASE WHEN previous IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('previous', previous) END);
-END
-$f$;
-
-CREATE FUNCTION pgaudit_siem.untrack(tbl regclass)
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    part oid;
-    cat text;
-BEGIN
-    PERFORM pgaudit_siem._check_may_track(tbl);
-    DELETE FROM pgaudit_siem.tracked WHERE relid = tbl RETURNING category INTO cat;
-    IF cat IS NULL THEN
-        RAISE EXCEPTION 'table % is not tracked', tbl USING ERRCODE = 'undefined_object';
-    END IF;
-    -- The table itself, plus every partition below it (pg_partition_tree is empty for plain tables).
-    FOR part IN SELECT tbl::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(tbl) LOOP
-        PERFORM pgaudit_siem._drop_triggers(part);
-    END LOOP;
-    PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'untrack', tbl,
-        (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = tbl),
-        (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl),
-        pg_catalog.jsonb_build_object('category', cat));
-END
-$f$;
-
--- New partitions of tracked tables get the capture triggers; dropped tracked tables
--- leave the tracked list with an audit event. The event triggers are C functions that
--- run these bodies as internal (never audit-logged) statements, as pgAudit does for its
--- own event-trigger queries.
-CREATE FUNCTION pgaudit_siem._sync_partitions() RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    cmd record;
-    root record;
-    t record;
-BEGIN
-    FOR cmd IN SELECT DISTINCT objid, command_tag FROM pg_catalog.pg_event_trigger_ddl_commands()
-                WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND object_type IN ('table', 'table column') LOOP
-        FOR root IN SELECT tr.relid, tr.category, tr.exclude_attnums FROM pgaudit_siem.tracked tr
-                     WHERE tr.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(cmd.objid) WHERE relid <> cmd.objid) LOOP
-            IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = cmd.objid AND tgname = 'pgaudit_siem_capture_insert') THEN
-                PERFORM pgaudit_siem._install_triggers(cmd.objid, root.category,
-                                                       pgaudit_siem._partition_attnums(root.relid, cmd.objid, root.exclude_attnums));
-            END IF;
-        END LOOP;
-        -- A tracked table changed shape (columns added, renamed, dropped, retyped, the table
-        -- renamed or rewritten): the SIEM sees what its events contain from now on.
-        SELECT tr.relid, tr.category, tr.exclude_attnums INTO t FROM pgaudit_siem.tracked tr WHERE tr.relid = cmd.objid;
-        IF FOUND AND cmd.command_tag = 'ALTER TABLE' THEN
-            PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
-                (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
-                (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
-                pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums));
-        END IF;
-        -- A partition detached from a tracked table is no longer tracked: its capture
-        -- triggers go (they would refuse its writes), and the SIEM is told.
-        IF cmd.command_tag = 'ALTER TABLE' THEN
-            FOR t IN SELECT DISTINCT tg.tgrelid AS relid FROM pg_catalog.pg_trigger tg
-                      WHERE tg.tgname = 'pgaudit_siem_capture_insert'
-                        AND NOT EXISTS (SELECT FROM pgaudit_siem.tracked tr
-                                         WHERE tr.relid = tg.tgrelid
-                                            OR tr.relid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tg.tgrelid) a)) LOOP
-                PERFORM pgaudit_siem._drop_triggers(t.relid);
-                PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'untrack_partition', t.relid,
-                    (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
-                    (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
-                    pg_catalog.jsonb_build_object('reason', 'no longer a partition of a tracked table'));
-            END LOOP;
-        END IF;
-    END LOOP;
-END
-$f$;
-
-CREATE FUNCTION pgaudit_siem._untrack_dropped() RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    obj record;
-BEGIN
-    FOR obj IN SELECT d.objid, d.schema_name, d.object_name, t.category
-                 FROM pg_catalog.pg_event_trigger_dropped_objects() d
-                 JOIN pgaudit_siem.tracked t ON t.relid = d.objid
-                WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0 LOOP
-        DELETE FROM pgaudit_siem.tracked WHERE relid = obj.objid;
-        PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'drop_table', obj.objid, obj.schema_name, obj.object_name,
-                                          pg_catalog.jsonb_build_object('category', obj.category));
-    END LOOP;
-END
-$f$;
-
-REVOKE ALL ON FUNCTION pgaudit_siem._sync_partitions(), pgaudit_siem._untrack_dropped() FROM PUBLIC;
-CREATE FUNCTION pgaudit_siem._on_ddl_command_end() RETURNS event_trigger
-    LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'pgaudit_siem_on_ddl_command_end';
-CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
-    LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'pgaudit_siem_on_sql_drop';
-REVOKE ALL ON FUNCTION pgaudit_siem._on_ddl_command_end(), pgaudit_siem._on_sql_drop() FROM PUBLIC;
-CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
-CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
-    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION pgaudit_siem._on_sql_drop();
-
--- Deletes delivered events older than pgaudit_siem.retention (the delivery worker calls
--- this every minute).
-CREATE FUNCTION pgaudit_siem._purge_delivered()
-    RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-    WITH gone AS (
-        DELETE FROM pgaudit_siem.outbox o USING pgaudit_siem.delivery_state s
-         WHERE o.created_at < pg_catalog.now() - pg_catalog.current_setting('pgaudit_siem.retention')::interval
-           AND (o.xid, o.seq) <= (s.last_xid, s.last_seq)
-        RETURNING 1)
-    SELECT count(*) FROM gone
-$f$;
-REVOKE ALL ON FUNCTION pgaudit_siem._purge_delivered() FROM PUBLIC;
-
--- Retention: delivered events older than pgaudit_siem.retention are deleted; older
--- undelivered events are kept and reported, never removed silently.
-CREATE FUNCTION pgaudit_siem.purge_expired()
-    RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    horizon timestamptz := pg_catalog.now() - pg_catalog.current_setting('pgaudit_siem.retention')::interval;
-    removed bigint;
-    stuck bigint;
-BEGIN
-    removed := pgaudit_siem._purge_delivered();
-    SELECT count(*) INTO stuck FROM pgaudit_siem.outbox o, pgaudit_siem.delivery_state s
-     WHERE o.created_at < horizon AND (o.xid, o.seq) > (s.last_xid, s.last_seq);
-    IF stuck > 0 THEN
-        RAISE WARNING 'pgaudit_siem: % undelivered events are older than pgaudit_siem.retention and are kept', stuck
-            USING HINT = 'Check SIEM delivery (pgaudit_siem.stats); events are only removed after delivery.';
-    END IF;
-    RETURN removed;
-END
-$f$;
-REVOKE ALL ON FUNCTION pgaudit_siem.purge_expired() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgaudit_siem.purge_expired() TO pgaudit_admin;
-
--- Explicit, audited discard of undelivered events (DROP EXTENSION refuses while any exist).
-CREATE FUNCTION pgaudit_siem.discard_undelivered()
-    RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    n bigint;
-BEGIN
-    DELETE FROM pgaudit_siem.outbox o USING pgaudit_siem.delivery_state s WHERE (o.xid, o.seq) > (s.last_xid, s.last_seq);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RAISE LOG 'pgaudit_siem: % undelivered events discarded by %', n, session_user;
-    RETURN n;
-END
-$f$;
-REVOKE ALL ON FUNCTION pgaudit_siem.discard_undelivered() FROM PUBLIC;
-REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid), pgaudit_siem._invoking_role() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_siem.untrack(regclass) TO PUBLIC;
-"#,
+extension_sql_file!(
+    "../../sql/change_capture.sql",
     name = "change_capture",
     requires = [
         "delegated_config",
         uuid_v7,
-        wake_delivery_at_commit,
+        events::wake::wake_delivery_at_commit,
+        pg::admin::acts_as_admin_sql,
         invoking_role
     ],
 );
 
-const FINFO_V1: pgrx::pg_sys::Pg_finfo_record = pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
-
-#[unsafe(no_mangle)]
-pub extern "C" fn pg_finfo_pgaudit_siem_on_ddl_command_end(
-) -> &'static pgrx::pg_sys::Pg_finfo_record {
-    &FINFO_V1
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn pg_finfo_pgaudit_siem_on_sql_drop() -> &'static pgrx::pg_sys::Pg_finfo_record {
-    &FINFO_V1
-}
+crate::function_info_v1!(
+    pg_finfo_pgaudit_siem_on_ddl_command_end,
+    pg_finfo_pgaudit_siem_on_sql_drop
+);
 
 /// Runs `query` as an internal statement: nothing it executes is audit-logged.
 fn run_internal(query: &str) -> pgrx::pg_sys::Datum {
@@ -466,13 +73,6 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(
     run_internal("SELECT pgaudit_siem._untrack_dropped()")
 }
 
-/// Wakes this database's delivery worker when the current transaction commits (used by
-/// configuration changes, requeues and administrative events).
-#[pg_extern(name = "_wake_delivery_at_commit", volatile, parallel_unsafe)]
-fn wake_delivery_at_commit() {
-    crate::delivery::shmem::force_wake_worker_at_commit();
-}
-
 /// The role that called the SQL API, as `current_user` outside SECURITY DEFINER
 /// functions (`SET ROLE` applies).
 #[pg_extern(name = "_invoking_role", stable, parallel_safe)]
@@ -494,11 +94,9 @@ fn invoking_role() -> pgrx::pg_sys::Oid {
     }
 }
 
-/// A new UUIDv7 (time-ordered), as the capture trigger assigns to events.
+/// A new UUIDv7 (time-ordered), from the same per-backend context as event ids.
 #[pg_extern(volatile, parallel_safe)]
 pub fn uuid_v7() -> pgrx::Uuid {
-    let random = trigger::random_bytes();
-    // SAFETY: plain clock read.
-    let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() } + json::POSTGRES_EPOCH_UNIX_MICROS;
-    pgrx::Uuid::from_bytes(trigger::next_uuid((now / 1000) as u64, random))
+    let id = crate::events::id::next_id(crate::events::time::now_unix_micros());
+    pgrx::Uuid::from_bytes(*id.as_bytes())
 }

@@ -15,17 +15,12 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
+use super::error::CaptureError;
+
 const TRIGGER_PREFIX: &str = "pgaudit_siem_capture_";
 
 fn privileged() -> bool {
-    // SAFETY: catalog lookups on the current user.
-    unsafe {
-        if pg_sys::superuser() {
-            return true;
-        }
-        let admin = pg_sys::get_role_oid(c"pgaudit_admin".as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
-    }
+    crate::pg::admin::current_user_acts_as_admin()
 }
 
 fn refuse(message: String) -> ! {
@@ -173,34 +168,30 @@ fn has_capture_triggers(relation: *mut pg_sys::RangeVar) -> bool {
     }
     crate::pg::internal::run(|| {
         Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1
-                              AND pg_catalog.starts_with(tgname::pg_catalog.text, 'pgaudit_siem_capture_'))",
+            include_str!("../../sql/queries/protect_has_capture_triggers.sql"),
             &[relid.into()],
         )
     })
-    .ok()
-    .flatten()
+    .unwrap_or_else(|e| CaptureError::Internal(format!("checking for capture triggers failed: {e}")).raise())
     .unwrap_or(false)
 }
 
 fn refuse_drop_with_undelivered_events() {
     // The guard's own query is internal: it must not appear in the audit trail or take
     // a statement id.
+    // A failing check refuses the DROP rather than letting undelivered events go.
+    let failed = |e: pgrx::spi::Error| -> ! {
+        CaptureError::Internal(format!("counting undelivered events failed: {e}")).raise()
+    };
     let undelivered = crate::pg::internal::run(|| {
-        if Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pgaudit_siem.outbox') IS NOT NULL")
-            .ok()
-            .flatten()
-            != Some(true)
-        {
+        let exists = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pgaudit_siem.outbox') IS NOT NULL")
+            .unwrap_or_else(|e| failed(e));
+        if exists != Some(true) {
             return 0;
         }
-        Spi::get_one::<i64>(
-            "SELECT pg_catalog.count(*) FROM pgaudit_siem.outbox o, pgaudit_siem.delivery_state s
-              WHERE (o.xid, o.seq) OPERATOR(pg_catalog.>) (s.last_xid, s.last_seq)",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(0)
+        Spi::get_one::<i64>(include_str!("../../sql/queries/protect_undelivered_count.sql"))
+            .unwrap_or_else(|e| failed(e))
+            .unwrap_or(0)
     });
     if undelivered > 0 {
         ErrorReport::new(

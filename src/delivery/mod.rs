@@ -2,7 +2,9 @@
 //! endpoint (generic JSON webhook, NDJSON, Splunk HEC, OpenSearch bulk), at least once,
 //! in transaction order, with retries and a dead-letter table.
 //!
-//! - [`format`], [`retry`], [`http`]: pure Rust (wire formats, retry policy, transport).
+//! - [`source`]: what the worker ships from (ordered batches, acknowledged);
+//!   [`outbox`]: the per-database outbox as a source.
+//! - Wire formats, transport and retry policy are the shared `sinks` layer.
 //! - [`shmem`]: the registry of workers and the commit-time wake-ups.
 //! - [`launcher`]: one static worker that starts a delivery worker in each database
 //!   where the extension is installed.
@@ -25,17 +27,21 @@
 //! - Backends never talk to the SIEM (except `test_connection()`, bounded by the
 //!   configured timeouts): writers only set a flag that wakes the worker at commit.
 
-pub mod format;
-pub mod http;
+pub mod error;
 pub mod launcher;
-pub mod retry;
+pub mod outbox;
 pub mod shmem;
+pub mod source;
 pub mod worker;
+
+pub use shmem::at_transaction_event;
+
+use crate::sinks::{self, http};
+use error::DeliveryError;
 
 use std::time::Duration;
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 pub fn init() {
@@ -43,186 +49,8 @@ pub fn init() {
     launcher::register();
 }
 
-extension_sql!(
-    r#"
--- The SIEM endpoint. One row; readable only by the extension owner (headers hold tokens).
-CREATE TABLE pgaudit_siem.siem_config (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    enabled boolean NOT NULL DEFAULT false,
-    url text,
-    headers jsonb NOT NULL DEFAULT '{}',
-    categories text[],
-    format text NOT NULL DEFAULT 'json',
-    version bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz,
-    updated_by name
-);
-INSERT INTO pgaudit_siem.siem_config DEFAULT VALUES;
-
--- Events the SIEM refused (4xx other than 408/429), with what it said.
-CREATE TABLE pgaudit_siem.dead_letter (
-    id uuid NOT NULL,
-    seq bigint PRIMARY KEY,
-    xid xid8 NOT NULL,
-    created_at timestamptz NOT NULL,
-    category text NOT NULL,
-    action text NOT NULL,
-    relid oid,
-    schema_name text,
-    table_name text,
-    row_count bigint,
-    part int NOT NULL,
-    part_count int NOT NULL,
-    payload json NOT NULL,
-    http_status int,
-    response_excerpt text,
-    attempts int NOT NULL,
-    dead_lettered_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
-);
-REVOKE ALL ON pgaudit_siem.siem_config, pgaudit_siem.dead_letter FROM PUBLIC;
-GRANT SELECT ON pgaudit_siem.dead_letter TO pgaudit_admin;
-
--- Settings as shown to admins and recorded in siem_settings events: header values masked.
-CREATE FUNCTION pgaudit_siem._settings_image(c pgaudit_siem.siem_config) RETURNS jsonb
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT jsonb_build_object(
-        'siem_integration_enabled', c.enabled,
-        'siem_integration_url', c.url,
-        'headers', coalesce((SELECT jsonb_object_agg(key, '********') FROM jsonb_each(c.headers)), '{}'::jsonb),
-        'categories', to_jsonb(c.categories),
-        'format', c.format)
-$f$;
-
-CREATE VIEW pgaudit_siem.settings AS
-    SELECT c.enabled, c.url,
-           coalesce((SELECT pg_catalog.jsonb_object_agg(key, '********') FROM pg_catalog.jsonb_each(c.headers)), '{}'::jsonb) AS headers,
-           c.categories, c.format, c.updated_at, c.updated_by
-      FROM pgaudit_siem.siem_config c;
-REVOKE ALL ON pgaudit_siem.settings FROM PUBLIC;
-GRANT SELECT ON pgaudit_siem.settings TO pgaudit_admin;
-
--- Applies a change to siem_config and records it as a siem_settings audit event.
-CREATE FUNCTION pgaudit_siem._change_settings(p_enabled boolean, p_url text, p_headers jsonb, p_categories text[], p_format text, p_set_endpoint boolean)
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = '' AS $f$
-DECLARE
-    before jsonb;
-    after jsonb;
-BEGIN
-    SELECT pgaudit_siem._settings_image(c) INTO before FROM pgaudit_siem.siem_config c FOR UPDATE;
-    IF p_set_endpoint THEN
-        UPDATE pgaudit_siem.siem_config
-           SET url = p_url, headers = p_headers, categories = p_categories, format = p_format;
-    END IF;
-    IF p_enabled IS NOT NULL THEN
-        IF p_enabled AND (SELECT url FROM pgaudit_siem.siem_config) IS NULL THEN
-            RAISE EXCEPTION 'no SIEM endpoint is configured' USING ERRCODE = 'object_not_in_prerequisite_state',
-                HINT = 'Call pgaudit_siem.configure(url, headers, categories, format) first.';
-        END IF;
-        UPDATE pgaudit_siem.siem_config SET enabled = p_enabled;
-    END IF;
-    UPDATE pgaudit_siem.siem_config SET version = version + 1, updated_at = pg_catalog.now(), updated_by = session_user
-    RETURNING pgaudit_siem._settings_image(siem_config) INTO after;
-    PERFORM pgaudit_siem._admin_event('siem_settings', 'update', NULL, 'pgaudit_siem', 'siem_config', NULL, before, after);
-END
-$f$;
-REVOKE ALL ON FUNCTION pgaudit_siem._change_settings(boolean, text, jsonb, text[], text, boolean) FROM PUBLIC;
-
-CREATE FUNCTION pgaudit_siem.configure(url text, headers jsonb DEFAULT '{}', categories text[] DEFAULT NULL, format text DEFAULT 'json')
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = '' AS $f$
-BEGIN
-    PERFORM pgaudit_siem._validate_siem_config(configure.url, configure.headers, configure.categories, configure.format);
-    PERFORM pgaudit_siem._change_settings(NULL, configure.url, coalesce(configure.headers, '{}'), configure.categories, configure.format, true);
-END
-$f$;
-
-CREATE FUNCTION pgaudit_siem.enable() RETURNS void
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = ''
-    AS $f$ SELECT pgaudit_siem._change_settings(true, NULL, NULL, NULL, NULL, false) $f$;
-CREATE FUNCTION pgaudit_siem.disable() RETURNS void
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = ''
-    AS $f$ SELECT pgaudit_siem._change_settings(false, NULL, NULL, NULL, NULL, false) $f$;
-
--- The SQL API's own statements carry header values as parameters: they are never
--- session-audit-logged (SET pgaudit.log = 'none' for the call); the call itself is logged
--- with its arguments redacted, and every change is a siem_settings event.
-
--- Sends a marked test event. Stored headers go only to the stored URL.
-CREATE FUNCTION pgaudit_siem.test_connection(url text DEFAULT NULL, headers jsonb DEFAULT NULL,
-        OUT ok boolean, OUT http_status int, OUT latency_ms double precision, OUT error text)
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET pgaudit.log = 'none' SET pgaudit.role = '' AS $f$
-DECLARE
-    c pgaudit_siem.siem_config;
-    target text;
-BEGIN
-    SELECT * INTO c FROM pgaudit_siem.siem_config;
-    target := coalesce(test_connection.url, c.url);
-    IF target IS NULL THEN
-        RAISE EXCEPTION 'no SIEM endpoint is configured' USING ERRCODE = 'object_not_in_prerequisite_state',
-            HINT = 'Pass a URL, or call pgaudit_siem.configure() first.';
-    END IF;
-    SELECT t.ok, t.http_status, t.latency_ms, t.error INTO ok, http_status, latency_ms, error
-      FROM pgaudit_siem._send_test_event(target,
-               coalesce(test_connection.headers,
-                        CASE WHEN test_connection.url IS NULL OR test_connection.url = c.url THEN c.headers ELSE '{}'::jsonb END),
-               c.format) t;
-END
-$f$;
-
-CREATE VIEW pgaudit_siem.stats AS
-    SELECT c.enabled,
-           c.format,
-           (SELECT count(*) FROM pgaudit_siem.outbox o WHERE (o.xid, o.seq) > (s.last_xid, s.last_seq)) AS queued,
-           s.delivered,
-           s.retried,
-           s.dead_lettered,
-           (SELECT count(*) FROM pgaudit_siem.dead_letter) AS in_dead_letter,
-           s.last_success,
-           s.last_error,
-           s.last_error_at,
-           s.last_http_status,
-           pg_catalog.make_interval(secs => s.current_backoff_ms / 1000.0) AS current_backoff,
-           CASE WHEN s.batches > 0 THEN round(s.delivered::numeric / s.batches, 1) END AS avg_batch_size,
-           round(s.events_per_second::numeric, 1) AS events_per_second,
-           pgaudit_siem._worker_pid() AS worker_pid
-      FROM pgaudit_siem.delivery_state s CROSS JOIN pgaudit_siem.siem_config c;
-REVOKE ALL ON pgaudit_siem.stats FROM PUBLIC;
-GRANT SELECT ON pgaudit_siem.stats TO pgaudit_admin;
-REVOKE ALL ON FUNCTION pgaudit_siem._worker_pid() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgaudit_siem._worker_pid() TO pgaudit_admin;
-
--- Puts dead-lettered events back into the outbox (after the cursor; same ids).
-CREATE FUNCTION pgaudit_siem.requeue_dead_letter(ids uuid[] DEFAULT NULL)
-    RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    n bigint;
-BEGIN
-    WITH moved AS (
-        DELETE FROM pgaudit_siem.dead_letter d WHERE requeue_dead_letter.ids IS NULL OR d.id = ANY (requeue_dead_letter.ids)
-        RETURNING d.*)
-    INSERT INTO pgaudit_siem.outbox (id, created_at, category, action, relid, schema_name, table_name, row_count, part, part_count, payload)
-    SELECT m.id, m.created_at, m.category, m.action, m.relid, m.schema_name, m.table_name, m.row_count, m.part, m.part_count, m.payload
-      FROM moved m ORDER BY m.xid, m.seq;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    PERFORM pgaudit_siem._wake_delivery_at_commit();
-    RAISE LOG 'pgaudit_siem: % dead-lettered events requeued by %', n, session_user;
-    RETURN n;
-END
-$f$;
-
-REVOKE ALL ON FUNCTION pgaudit_siem.configure(text, jsonb, text[], text), pgaudit_siem.enable(), pgaudit_siem.disable(),
-    pgaudit_siem.test_connection(text, jsonb), pgaudit_siem.requeue_dead_letter(uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgaudit_siem.configure(text, jsonb, text[], text), pgaudit_siem.enable(), pgaudit_siem.disable(),
-    pgaudit_siem.test_connection(text, jsonb), pgaudit_siem.requeue_dead_letter(uuid[]) TO pgaudit_admin;
-REVOKE ALL ON FUNCTION pgaudit_siem._send_test_event(text, jsonb, text), pgaudit_siem._validate_siem_config(text, jsonb, text[], text),
-    pgaudit_siem._settings_image(pgaudit_siem.siem_config) FROM PUBLIC;
-
--- Wake-ups are for the extension's own functions: a user looping on them could keep the
--- worker or the launcher busy.
-REVOKE ALL ON FUNCTION pgaudit_siem._start_delivery_at_commit(), pgaudit_siem._wake_delivery_at_commit() FROM PUBLIC;
-
--- The launcher starts this database's worker once the installing transaction commits.
-SELECT pgaudit_siem._start_delivery_at_commit();
-"#,
+extension_sql_file!(
+    "../../sql/delivery.sql",
     name = "delivery",
     requires = [
         "change_capture",
@@ -234,14 +62,7 @@ SELECT pgaudit_siem._start_delivery_at_commit();
 );
 
 fn invalid(message: &str, hint: &str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        message.to_owned(),
-        function_name!(),
-    )
-    .set_hint(hint.to_owned())
-    .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+    DeliveryError::InvalidValue { message, hint }.raise()
 }
 
 /// Why a URL cannot be used; the URL itself is never echoed (it may carry secrets).
@@ -314,14 +135,7 @@ fn literal_address_forbidden(url: &str, allowed: &str) -> bool {
 }
 
 fn refuse_host_not_allowed() -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        "this SIEM endpoint host is not allowed on this server",
-        function_name!(),
-    )
-    .set_hint("The server setting pgaudit_siem.delivery_allowed_hosts lists the hosts SIEM delivery may use.")
-    .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+    DeliveryError::HostNotAllowed.raise()
 }
 
 /// Why a header cannot be sent, if it cannot.
@@ -377,7 +191,7 @@ fn validate_siem_config(
             "Pass an http:// or https:// URL; put credentials in headers.",
         );
     }
-    let allowed = crate::gucs::delivery().allowed_hosts;
+    let allowed = crate::settings::delivery().allowed_hosts;
     if !host_allowed(url, &allowed) || literal_address_forbidden(url, &allowed) {
         refuse_host_not_allowed();
     }
@@ -412,10 +226,10 @@ fn validate_siem_config(
         }
     }
     let format = format.unwrap_or("");
-    if format::Format::parse(format).is_none() {
+    if sinks::by_name(format).is_none() {
         invalid(
             &format!("unknown SIEM format \"{format}\""),
-            &format!("Supported formats: {}.", format::FORMAT_NAMES),
+            &format!("Supported formats: {}.", sinks::names()),
         );
     }
 }
@@ -432,15 +246,6 @@ pub fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// The HEC health endpoint for an event endpoint URL.
-pub fn hec_health_url(url: &str) -> Option<String> {
-    let uri = url.parse::<ureq::http::Uri>().ok()?;
-    Some(format!(
-        "{}://{}/services/collector/health/1.0",
-        uri.scheme_str()?,
-        uri.authority()?
-    ))
-}
 
 /// Turns a reply into (ok, status, error text) for `test_connection()`.
 fn judge_test_reply(reply: &http::Outcome, endpoint: &str) -> (bool, Option<i32>, Option<String>) {
@@ -492,11 +297,10 @@ fn send_test_event(
         None,
         format.or(Some("json")),
     );
-    let format = format
-        .and_then(format::Format::parse)
-        .unwrap_or(format::Format::Json);
+    // Validated above: a missing format means the default, json.
+    let sink = sinks::by_name(format.unwrap_or("json")).unwrap_or(&sinks::json::Json);
     let headers = headers.map(|h| header_pairs(&h.0)).unwrap_or_default();
-    let settings = crate::gucs::delivery();
+    let settings = crate::settings::delivery();
     // A test must answer quickly even when the configured request timeout is long.
     let timeout = settings.timeout.min(Duration::from_secs(10));
     let connect_timeout = settings.connect_timeout.min(timeout);
@@ -505,7 +309,7 @@ fn send_test_event(
         method,
         url,
         headers: headers.clone(),
-        content_type: format.content_type(),
+        content_type: sink.content_type(),
         body,
         gzip: settings.gzip && method == "POST",
         connect_timeout,
@@ -515,8 +319,8 @@ fn send_test_event(
     };
     let started = std::time::Instant::now();
     let mut result = None;
-    if format == format::Format::SplunkHec {
-        if let Some(health) = hec_health_url(url) {
+    {
+        if let Some(health) = sink.health_check_url(url) {
             let reply = http::post_once(&request("GET", health, Vec::new()));
             match reply.outcome {
                 http::Outcome::Response {
@@ -533,27 +337,22 @@ fn send_test_event(
         }
     }
     let (ok, status, error) = result.unwrap_or_else(|| {
-        let id = crate::change_capture::uuid_v7().to_string();
-        // SAFETY: plain clock read.
-        let now = unsafe { pg_sys::GetCurrentTimestamp() }
-            + crate::change_capture::json::POSTGRES_EPOCH_UNIX_MICROS;
-        let (timestamp, database) = (
-            crate::change_capture::json::rfc3339_utc(now),
-            current_database_name(),
-        );
-        let event = format::Event {
+        let now = crate::events::time::now_unix_micros();
+        let id = crate::events::id::next_id(now).to_string();
+        let (timestamp, database) = (crate::events::time::rfc3339_utc(now), crate::pg::names::database());
+        let event = sinks::Event {
             xid: 0,
             seq: 0,
             id: id.clone(),
             category: "pgaudit_siem_test".into(),
             epoch_seconds: 0.0,
-            payload: format::test_event(&id, &timestamp, &database),
+            payload: sinks::test_event(&id, &timestamp, &database),
         };
-        let hec = format::HecSource {
+        let origin = sinks::Origin {
             host: worker::host_name(),
             source: format!("pgaudit_siem:{database}"),
         };
-        let body = format::encode(format, &[&event], &hec);
+        let body = sinks::encode(sink, &[&event], &origin);
         let reply = http::post_once(&request("POST", url.to_owned(), body));
         judge_test_reply(&reply.outcome, &endpoint)
     });
@@ -570,25 +369,11 @@ fn worker_pid() -> Option<i32> {
     shmem::worker_pid(dboid)
 }
 
-/// The name of the database this process is connected to (inside a transaction).
-pub fn current_database_name() -> String {
-    // SAFETY: a catalog lookup of our own database; the palloc'd name is copied at once.
-    unsafe {
-        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-        if name.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(name)
-                .to_string_lossy()
-                .into_owned()
-        }
-    }
-}
 
 /// Marks the installing transaction so the launcher starts a worker when it commits.
 #[pg_extern(name = "_start_delivery_at_commit", volatile, parallel_unsafe)]
 fn start_delivery_at_commit() {
-    shmem::wake_launcher_at_commit();
+    crate::events::wake::launcher_must_rescan();
 }
 
 /// What PostgreSQL will require of the statement before it touches the database, so
@@ -618,7 +403,7 @@ fn postgres_would_allow(dboid: pg_sys::Oid, needs: Needs) -> bool {
             Needs::Rename => owner && !current && pg_sys::have_createdb_privilege(),
             Needs::Move => owner && !current && !in_block,
             Needs::Copy => {
-                let is_template = crate::syscache::with_row(
+                let is_template = crate::pg::syscache::with_row(
                     pg_sys::SysCacheIdentifier::DATABASEOID,
                     dboid.into(),
                     0.into(),
@@ -707,13 +492,13 @@ pub unsafe fn before_utility(utility: *mut pg_sys::Node) {
                 }
                 // A copy of a database with the extension needs its own worker now, not
                 // at the launcher's next rescan.
-                shmem::wake_launcher_at_commit();
+                crate::events::wake::launcher_must_rescan();
             }
             pg_sys::NodeTag::T_DropStmt => {
                 let stmt = &*(utility as *mut pg_sys::DropStmt);
                 if stmt.removeType == pg_sys::ObjectType::OBJECT_EXTENSION {
                     // The worker notices the extension is gone once this commits.
-                    shmem::force_wake_worker_at_commit();
+                    crate::events::wake::worker_must_recheck();
                 }
             }
             _ => {}

@@ -14,8 +14,6 @@
 //! - A latch pointer may be stale after its process exits: setting it is harmless
 //!   (PostgreSQL latches are owned by PGPROC slots that outlive processes).
 
-use std::cell::Cell;
-use std::ffi::c_void;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -66,8 +64,6 @@ static REGISTRY: PgLwLock<Registry> = unsafe { PgLwLock::new(c"pgaudit_siem_deli
 
 pub fn init() {
     pg_shmem_init!(REGISTRY);
-    // SAFETY: registering a process-lifetime callback with a static function.
-    unsafe { pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut()) };
 }
 
 impl Registry {
@@ -293,64 +289,24 @@ pub fn stop_worker_for(dboid: u32, hold: std::time::Duration, wait: std::time::D
 
 // ---- commit-time wake-ups ----
 
-/// What the current transaction asks of this database's worker at commit.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum WakeRequest {
-    None,
-    /// New events: wake the worker if it waits for work.
-    IfWaiting,
-    /// Configuration changed or the extension is dropped: wake it in any case.
-    Always,
-}
-
-thread_local! {
-    static WAKE_WORKER_AT_COMMIT: Cell<WakeRequest> = const { Cell::new(WakeRequest::None) };
-    static WAKE_LAUNCHER_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The current transaction queued events: wake this database's worker when it commits.
-pub fn wake_worker_at_commit() {
-    request_wake(WakeRequest::IfWaiting);
-}
-
-/// The current transaction changed what the worker must do (configuration, requeued
-/// events, DROP EXTENSION): wake it when it commits, busy or not.
-pub fn force_wake_worker_at_commit() {
-    request_wake(WakeRequest::Always);
-}
-
-fn request_wake(request: WakeRequest) {
-    WAKE_WORKER_AT_COMMIT.with(|w| w.set(w.get().max(request)));
-}
-
-/// The current transaction installs the extension: tell the launcher when it commits.
-pub fn wake_launcher_at_commit() {
-    WAKE_LAUNCHER_AT_COMMIT.with(|w| w.set(true));
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_transaction_event(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut c_void,
-) {
+/// Transaction end (from the hook dispatcher): hands the committing transaction's
+/// requests (`events::wake`) to the worker and the launcher.
+pub fn at_transaction_event(event: pg_sys::XactEvent::Type) {
+    use crate::events::wake::{self, WorkerRequest};
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_COMMIT => {
-            let request = WAKE_WORKER_AT_COMMIT.with(|w| w.replace(WakeRequest::None));
-            if request != WakeRequest::None {
+            let (worker, launcher) = wake::take_at_commit();
+            if worker != WorkerRequest::None {
                 // SAFETY: plain read of a process-global.
                 let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-                wake_worker(dboid, request == WakeRequest::Always);
+                wake_worker(dboid, worker == WorkerRequest::Always);
             }
-            if WAKE_LAUNCHER_AT_COMMIT.with(|w| w.replace(false)) {
+            if launcher {
                 wake_launcher_now();
             }
         }
-        XACT_EVENT_ABORT | XACT_EVENT_PREPARE => {
-            // A prepared transaction's events are found by the worker's idle recheck.
-            WAKE_WORKER_AT_COMMIT.with(|w| w.set(WakeRequest::None));
-            WAKE_LAUNCHER_AT_COMMIT.with(|w| w.set(false));
-        }
+        XACT_EVENT_ABORT | XACT_EVENT_PREPARE => wake::forget(),
         _ => {}
     }
 }

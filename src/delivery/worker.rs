@@ -25,51 +25,18 @@ use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::format::{self, Event, Format, HecSource};
-use super::http::{self, Outcome, Request, Sender};
-use super::retry::{self, Disposition};
+use super::outbox::{self, Outbox};
 use super::shmem;
-use crate::gucs::{self, DeliverySettings};
+use super::source::{Batch, Endpoint, Plan, Refused, Source};
+use crate::sinks::http::{self, Outcome, Request, Sender};
+use crate::sinks::retry::{self, Disposition};
+use crate::sinks::{self, Event, Origin};
+use crate::settings::{self, DeliverySettings};
 
 /// Rechecks the outbox this often even without a wake-up (prepared transactions, events
 /// restored from a dump) and runs retention.
 const IDLE_RECHECK: Duration = Duration::from_secs(10);
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
-/// Rows read per batch at least, whatever `delivery_batch_events` (filtered rows are skipped cheaply).
-const MIN_ROWS_PER_READ: usize = 1000;
-/// Rows fetched from the outbox cursor at a time.
-const FETCH_ROWS: i64 = 256;
-
-/// The endpoint configuration, as stored in `siem_config`.
-#[derive(Clone, Debug)]
-struct Config {
-    url: String,
-    headers: Vec<(String, String)>,
-    categories: Option<Vec<String>>,
-    format: Format,
-    version: i64,
-}
-
-enum Plan {
-    Exit,
-    /// Delivery is disabled or not configured: sleep until a configuration change.
-    Disabled,
-    /// Nothing to deliver.
-    Idle,
-    /// Visible events wait for an older transaction to finish.
-    Blocked,
-    Deliver(Config, Batch),
-}
-
-/// Events read after the cursor, and where the cursor goes once they are handled.
-struct Batch {
-    events: Vec<Event>,
-    /// Indices of events to forward (category filter applied).
-    forward: Vec<usize>,
-    end: (u64, i64),
-    /// The read stopped at a size limit (more events are likely waiting).
-    full: bool,
-}
 
 /// What happened to one forwarded event.
 #[derive(Clone, Debug)]
@@ -107,7 +74,7 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
     // change what the worker's SQL means (it runs as a superuser).
     crate::pg::worker_settings::pin();
     let generation = shmem::generation();
-    if !BackgroundWorker::transaction(extension_installed) {
+    if !BackgroundWorker::transaction(outbox::installed) {
         shmem::mark_absent(dboid.to_u32(), generation);
         return;
     }
@@ -120,13 +87,14 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
     let sender = match Sender::spawn() {
         Ok(s) => s,
         // The slot is released by the exit callback publish_worker registered.
-        Err(e) => error!("pgaudit_siem: cannot start the HTTP thread: {e}"),
+        Err(e) => super::error::DeliveryError::Internal(format!("cannot start the HTTP thread: {e}")).raise(),
     };
-    let database = BackgroundWorker::transaction(super::current_database_name);
+    let database = BackgroundWorker::transaction(crate::pg::names::database);
     let mut worker = Worker {
         dboid: dboid.to_u32(),
         sender,
-        hec: HecSource {
+        source: Outbox,
+        origin: Origin {
             host: host_name(),
             source: format!("pgaudit_siem:{database}"),
         },
@@ -141,11 +109,6 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
     worker.run();
 }
 
-fn extension_installed() -> bool {
-    // SAFETY: catalog lookup inside a transaction.
-    unsafe { pg_sys::get_extension_oid(c"pgaudit_siem".as_ptr(), true) != pg_sys::InvalidOid }
-}
-
 fn seed() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: fills our 8-byte buffer.
@@ -155,10 +118,11 @@ fn seed() -> u64 {
     u64::from_le_bytes(bytes) | 1
 }
 
-struct Worker {
+struct Worker<S: Source> {
     dboid: u32,
     sender: Sender,
-    hec: HecSource,
+    source: S,
+    origin: Origin,
     shutdown: bool,
     /// The configuration file was reloaded since the settings in use were read.
     reloaded: bool,
@@ -170,14 +134,13 @@ struct Worker {
     random_state: u64,
 }
 
-impl Worker {
+impl<S: Source> Worker<S> {
     fn run(&mut self) {
         while !self.shutdown {
             self.reloaded = false;
-            let settings = gucs::delivery();
+            let settings = settings::delivery();
             shmem::set_waiting(self.dboid, true);
-            let horizon = BackgroundWorker::transaction(horizon);
-            let plan = BackgroundWorker::transaction(|| plan(&settings, horizon));
+            let plan = self.source.next_batch(&settings);
             report_stat();
             if matches!(plan, Plan::Deliver(..) | Plan::Disabled) {
                 shmem::set_waiting(self.dboid, false);
@@ -289,18 +252,18 @@ impl Worker {
     fn replace_sender(&mut self) -> http::Reply {
         match Sender::spawn() {
             Ok(sender) => self.sender = sender,
-            Err(e) => error!("pgaudit_siem: cannot restart the HTTP thread: {e}"),
+            Err(e) => super::error::DeliveryError::Internal(format!("cannot restart the HTTP thread: {e}")).raise(),
         }
         warning!("pgaudit_siem: the delivery worker's HTTP thread stopped and was restarted");
         http::thread_gone()
     }
 
-    fn request(&self, config: &Config, settings: &DeliverySettings, body: Vec<u8>) -> Request {
+    fn request(&self, config: &Endpoint, settings: &DeliverySettings, body: Vec<u8>) -> Request {
         Request {
             method: "POST",
             url: config.url.clone(),
             headers: config.headers.clone(),
-            content_type: config.format.content_type(),
+            content_type: config.sink.content_type(),
             body,
             gzip: settings.gzip,
             connect_timeout: settings.connect_timeout,
@@ -314,7 +277,7 @@ impl Worker {
     /// shutdown. Requests stop at the first retryable failure (the rest wait too).
     fn attempt_send(
         &mut self,
-        config: &Config,
+        config: &Endpoint,
         settings: &DeliverySettings,
         events: &[Event],
         pending: &[usize],
@@ -334,30 +297,29 @@ impl Worker {
                 pending.len()
             ]);
         }
-        if !config.format.batches() {
+        if !config.sink.batches() {
             return self.send_one_by_one(config, settings, events, pending);
         }
         let chosen: Vec<&Event> = pending.iter().map(|&i| &events[i]).collect();
-        let body = format::encode(config.format, &chosen, &self.hec);
+        let body = sinks::encode(config.sink, &chosen, &self.origin);
         let reply = self.exchange(self.request(config, settings, body))?;
         let whole = judge(&reply.outcome);
         match (&reply.outcome, &whole) {
-            (Outcome::Response { body, .. }, ItemResult::Delivered)
-                if config.format == Format::OpensearchBulk =>
-            {
-                Some(match format::bulk_items(body, chosen.len()) {
-                    Some(items) => items.into_iter().map(judge_bulk_item).collect(),
-                    // An answer we cannot match item by item: resend everything
-                    // (create with _id makes that idempotent).
-                    None => vec![
+            (Outcome::Response { body, .. }, ItemResult::Delivered) => {
+                match config.sink.item_statuses(body, chosen.len()) {
+                    Some(None) => Some(vec![whole; chosen.len()]),
+                    Some(Some(items)) => Some(items.into_iter().map(judge_item).collect()),
+                    // An answer we cannot match item by item: resend everything (the
+                    // sink's ids make that idempotent).
+                    None => Some(vec![
                         ItemResult::Retry {
                             status: None,
                             retry_after: None,
-                            error: "unreadable bulk response".into()
+                            error: "unreadable per-item response".into()
                         };
                         chosen.len()
-                    ],
-                })
+                    ]),
+                }
             }
             // One bad event must not take its batch with it: find it by sending the events
             // one at a time.
@@ -371,7 +333,7 @@ impl Worker {
     /// One request per event; after the first retryable failure the rest wait as well.
     fn send_one_by_one(
         &mut self,
-        config: &Config,
+        config: &Endpoint,
         settings: &DeliverySettings,
         events: &[Event],
         pending: &[usize],
@@ -382,14 +344,14 @@ impl Worker {
                 results.push(failed.clone());
                 continue;
             }
-            let body = format::encode(config.format, &[&events[i]], &self.hec);
+            let body = sinks::encode(config.sink, &[&events[i]], &self.origin);
             let reply = self.exchange(self.request(config, settings, body))?;
             results.push(judge(&reply.outcome));
         }
         Some(results)
     }
 
-    fn deliver(&mut self, mut config: Config, batch: Batch, mut settings: DeliverySettings) {
+    fn deliver(&mut self, mut config: Endpoint, batch: Batch, mut settings: DeliverySettings) {
         let mut pending: Vec<usize> = batch.forward.clone();
         let mut attempts = vec![0i32; batch.events.len()];
         let mut dead: Vec<(usize, u16, String)> = Vec::new();
@@ -398,7 +360,7 @@ impl Worker {
             // A reload (possibly noticed while a request was in flight) applies to the
             // next attempt: new TLS files, timeouts or batch limits.
             if std::mem::take(&mut self.reloaded) {
-                settings = gucs::delivery();
+                settings = settings::delivery();
             }
             report_activity(
                 pg_sys::BackendState::STATE_RUNNING,
@@ -446,7 +408,7 @@ impl Worker {
             );
             self.attempt = self.attempt.saturating_add(1);
             let failed = pending.len() as i64;
-            BackgroundWorker::transaction(|| record_failure(failed, status, &error, delay));
+            self.source.record_failure(failed, status, &error, delay);
             report_stat();
             let deadline = Instant::now() + delay;
             report_activity(
@@ -465,7 +427,7 @@ impl Worker {
                 let reloaded = self.reloaded;
                 // An admin may have fixed the endpoint, the TLS files or the timeouts, or
                 // switched delivery off: retry at once with what is current.
-                let current = BackgroundWorker::transaction(read_config);
+                let current = self.source.endpoint();
                 match current {
                     Some(c) if c.version == config.version && !reloaded => {}
                     Some(c) => {
@@ -478,17 +440,18 @@ impl Worker {
             }
         }
         let delivered = batch.forward.len() - dead.len();
-        let dead_rows: Vec<(i64, u64, i32, String, i32)> = dead
-            .iter()
-            .map(|(i, status, excerpt)| {
-                let e = &batch.events[*i];
-                (e.seq, e.xid, *status as i32, excerpt.clone(), attempts[*i])
+        let refused: Vec<Refused> = dead
+            .into_iter()
+            .map(|(index, status, excerpt)| Refused {
+                index,
+                status,
+                excerpt,
+                attempts: attempts[index],
             })
             .collect();
         let rate = self.rate(delivered as u64);
-        BackgroundWorker::transaction(|| {
-            acknowledge(batch.end, delivered as i64, &dead_rows, last_status, rate)
-        });
+        self.source
+            .acknowledge(&batch, delivered as i64, &refused, last_status, rate);
         report_stat();
         self.attempt = 0;
         report_activity(pg_sys::BackendState::STATE_IDLE, None);
@@ -521,11 +484,7 @@ impl Worker {
             return;
         }
         self.last_purge = Instant::now();
-        BackgroundWorker::transaction(|| {
-            if extension_installed() {
-                internal(|| Spi::run("SELECT pgaudit_siem._purge_delivered()"));
-            }
-        });
+        self.source.housekeeping();
         report_stat();
     }
 }
@@ -545,11 +504,6 @@ fn report_activity(state: pg_sys::BackendState::Type, text: Option<&str>) {
 fn report_stat() {
     // SAFETY: outside a transaction; lets autovacuum see the worker's inserts/updates.
     unsafe { pg_sys::pgstat_report_stat(false) };
-}
-
-/// Runs SPI work as internal statements (never audit-logged).
-fn internal<R>(f: impl FnOnce() -> Result<R, pgrx::spi::Error>) -> R {
-    crate::pg::internal::run(|| f().unwrap_or_else(|e| error!("pgaudit_siem delivery: {e}")))
 }
 
 fn judge(outcome: &Outcome) -> ItemResult {
@@ -581,14 +535,14 @@ fn judge(outcome: &Outcome) -> ItemResult {
     }
 }
 
-fn judge_bulk_item((status, answer): (u16, String)) -> ItemResult {
+fn judge_item((status, answer): (u16, String)) -> ItemResult {
     match retry::classify_bulk_item(status) {
         Disposition::Delivered => ItemResult::Delivered,
         Disposition::Retry => ItemResult::Retry {
             status: Some(status),
             retry_after: None,
             error: format!(
-                "bulk item answered HTTP {status}: {}",
+                "item answered HTTP {status}: {}",
                 http::excerpt(answer.as_bytes())
             ),
         },
@@ -599,298 +553,3 @@ fn judge_bulk_item((status, answer): (u16, String)) -> ItemResult {
     }
 }
 
-/// The endpoint configuration, if delivery is enabled and configured (inside a transaction).
-fn read_config() -> Option<Config> {
-    if !extension_installed() {
-        return None;
-    }
-    internal(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT c.enabled, c.url, c.headers::pg_catalog.text, c.categories, c.format, c.version FROM pgaudit_siem.siem_config c",
-                Some(1),
-                &[],
-            )?;
-            let Some(row) = rows.into_iter().next() else {
-                return Ok(None);
-            };
-            let enabled: bool = row.get(1)?.unwrap_or(false);
-            let url: Option<String> = row.get(2)?;
-            if !enabled || url.is_none() {
-                return Ok(None);
-            }
-            let headers: String = row.get(3)?.unwrap_or_default();
-            let headers = serde_json::from_str(&headers)
-                .map(|h| super::header_pairs(&h))
-                .unwrap_or_default();
-            let categories: Option<Vec<Option<String>>> = row.get(4)?;
-            let format: String = row.get(5)?.unwrap_or_default();
-            Ok(Some(Config {
-                url: url.unwrap_or_default(),
-                headers,
-                categories: categories.map(|c| c.into_iter().flatten().collect()),
-                format: Format::parse(&format).unwrap_or(Format::Json),
-                version: row.get(6)?.unwrap_or(0),
-            }))
-        })
-    })
-}
-
-/// The delivery horizon: every transaction with a smaller id has finished, or belongs
-/// to another database (whose transactions cannot write to this outbox). Computed in its
-/// own transaction, *before* the one that reads events, so the events are read with a
-/// snapshot taken after the activity was read: a transaction that ended in between is
-/// then visible, never skipped. The snapshot's xmax here bounds every id assigned later.
-fn horizon() -> u64 {
-    internal(|| {
-        Spi::connect(|client| {
-            let row = client
-                .select(
-                    "SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text,
-                            ARRAY(SELECT a.backend_xid::pg_catalog.text FROM pg_catalog.pg_stat_get_activity(NULL) a
-                                   WHERE a.datid OPERATOR(pg_catalog.=) $1 AND a.backend_xid IS NOT NULL),
-                            ARRAY(SELECT p.transaction::pg_catalog.text FROM pg_catalog.pg_prepared_xacts p
-                                   WHERE p.database OPERATOR(pg_catalog.=) pg_catalog.current_database())",
-                    Some(1),
-                    &[pg_sys::Oid::from(self_dboid()).into()],
-                )?
-                .first();
-            let xmax: u64 = row
-                .get::<String>(1)?
-                .unwrap_or_default()
-                .parse()
-                .unwrap_or(0);
-            let running: Vec<Option<String>> =
-                row.get::<Vec<Option<String>>>(2)?.unwrap_or_default();
-            let prepared: Vec<Option<String>> =
-                row.get::<Vec<Option<String>>>(3)?.unwrap_or_default();
-            Ok(database_horizon(
-                xmax,
-                running
-                    .iter()
-                    .chain(&prepared)
-                    .flatten()
-                    .filter_map(|x| x.parse::<u32>().ok()),
-            ))
-        })
-    })
-}
-
-/// Step 1 of the loop (inside a transaction, started after [`horizon`]'s).
-fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
-    if !extension_installed() {
-        return Plan::Exit;
-    }
-    let Some(config) = read_config() else {
-        return Plan::Disabled;
-    };
-    internal(|| {
-        Spi::connect(|client| {
-            let cursor = client.select(
-                "SELECT s.last_xid::pg_catalog.text, s.last_seq FROM pgaudit_siem.delivery_state s",
-                Some(1),
-                &[],
-            )?;
-            let Some(row) = cursor.into_iter().next() else {
-                return Ok(Plan::Idle);
-            };
-            let last_xid: String = row.get(1)?.unwrap_or_default();
-            let last_seq: i64 = row.get(2)?.unwrap_or(0);
-            // Computed in a transaction of its own before this one (see `horizon`): the
-            // snapshot this read uses is newer than the activity read.
-            let horizon = horizon.to_string();
-            // A literal LIMIT makes even the cursor's generic plan an ordered index scan
-            // (with a parameter the planner sorts the whole backlog for every batch).
-            let row_limit = settings.batch_events.max(MIN_ROWS_PER_READ);
-            let query = format!(
-                "SELECT o.xid::pg_catalog.text, o.seq, o.id::pg_catalog.text, o.category,
-                                pg_catalog.date_part('epoch', o.created_at),
-                                CASE WHEN $4::pg_catalog.text[] IS NULL
-                                       OR o.category OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[])
-                                       OR o.category OPERATOR(pg_catalog.=) ANY ('{{pgaudit_siem,siem_settings}}'::pg_catalog.text[])
-                                     THEN o.payload::pg_catalog.text END
-                           FROM pgaudit_siem.outbox o
-                          WHERE (o.xid, o.seq) OPERATOR(pg_catalog.>) ($1::pg_catalog.xid8, $2::pg_catalog.int8)
-                            AND o.xid OPERATOR(pg_catalog.<) $3::pg_catalog.xid8
-                          ORDER BY o.xid, o.seq
-                          LIMIT {row_limit}"
-            );
-            let categories: Option<Vec<String>> = config.categories.clone();
-            let args = [
-                last_xid.as_str().into(),
-                last_seq.into(),
-                horizon.as_str().into(),
-                categories.into(),
-            ];
-            let mut rows = client.open_cursor(query.as_str(), &args);
-            let mut events: Vec<Event> = Vec::new();
-            let mut forward = Vec::new();
-            let mut bytes = 0usize;
-            let mut full = false;
-            'fetch: loop {
-                let table = rows.fetch(FETCH_ROWS)?;
-                if table.is_empty() {
-                    break;
-                }
-                for row in table {
-                    let payload: Option<String> = row.get(6)?;
-                    let xid: String = row.get(1)?.unwrap_or_default();
-                    let event = Event {
-                        xid: xid.parse().unwrap_or(0),
-                        seq: row.get(2)?.unwrap_or(0),
-                        id: row.get(3)?.unwrap_or_default(),
-                        category: row.get(4)?.unwrap_or_default(),
-                        epoch_seconds: row.get(5)?.unwrap_or(0.0),
-                        payload: payload.clone().unwrap_or_default(),
-                    };
-                    if payload.is_some() {
-                        bytes += event.payload.len();
-                        forward.push(events.len());
-                    }
-                    events.push(event);
-                    // Rows of categories not forwarded count too, so a long run of them
-                    // cannot make one batch unbounded.
-                    if forward.len() >= settings.batch_events
-                        || bytes >= settings.batch_bytes
-                        || events.len() >= row_limit
-                    {
-                        full = true;
-                        break 'fetch;
-                    }
-                }
-            }
-            let Some(last) = events.last() else {
-                let blocked = client
-                    .select(
-                        "SELECT EXISTS (SELECT FROM pgaudit_siem.outbox o WHERE (o.xid, o.seq) OPERATOR(pg_catalog.>) ($1::pg_catalog.xid8, $2::pg_catalog.int8))",
-                        Some(1),
-                        &[last_xid.as_str().into(), last_seq.into()],
-                    )?
-                    .first()
-                    .get_one::<bool>()?
-                    .unwrap_or(false);
-                return Ok(if blocked { Plan::Blocked } else { Plan::Idle });
-            };
-            let end = (last.xid, last.seq);
-            Ok(Plan::Deliver(
-                config.clone(),
-                Batch {
-                    events,
-                    forward,
-                    end,
-                    full,
-                },
-            ))
-        })
-    })
-}
-
-fn self_dboid() -> u32 {
-    // SAFETY: plain read of a process-global.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
-}
-
-/// The oldest full transaction id that may still write events: the oldest of `running`
-/// (32-bit ids of transactions in progress, all below `xmax`), or `xmax` itself.
-pub fn database_horizon(xmax: u64, running: impl Iterator<Item = u32>) -> u64 {
-    running
-        // A running id is within 2^31 of xmax (ids assigned after the snapshot are above
-        // it): widen it to a full id by its signed distance.
-        .map(|x| {
-            let below = (xmax as u32).wrapping_sub(x) as i32;
-            if below <= 0 {
-                xmax
-            } else {
-                xmax.saturating_sub(below as u64)
-            }
-        })
-        .min()
-        .unwrap_or(xmax)
-        .min(xmax)
-}
-
-/// Step 3: a failed attempt, for `stats`.
-fn record_failure(events: i64, status: Option<u16>, error: &str, backoff: Duration) {
-    internal(|| {
-        Spi::run_with_args(
-            "UPDATE pgaudit_siem.delivery_state
-                SET retried = retried OPERATOR(pg_catalog.+) $1, last_error = $2, last_error_at = pg_catalog.clock_timestamp(),
-                    last_http_status = coalesce($3, last_http_status), current_backoff_ms = $4,
-                    worker_pid = pg_catalog.pg_backend_pid()",
-            &[events.into(), error.into(), status.map(i32::from).into(), (backoff.as_millis() as i64).into()],
-        )
-    });
-}
-
-/// Step 4: dead letters, cursor, counters — one transaction.
-fn acknowledge(
-    end: (u64, i64),
-    delivered: i64,
-    dead: &[(i64, u64, i32, String, i32)],
-    status: Option<u16>,
-    rate: f64,
-) {
-    internal(|| {
-        if !dead.is_empty() {
-            let seqs: Vec<i64> = dead.iter().map(|d| d.0).collect();
-            let xids: Vec<String> = dead.iter().map(|d| d.1.to_string()).collect();
-            let statuses: Vec<i32> = dead.iter().map(|d| d.2).collect();
-            let excerpts: Vec<String> = dead.iter().map(|d| d.3.clone()).collect();
-            let attempts: Vec<i32> = dead.iter().map(|d| d.4).collect();
-            Spi::run_with_args(
-                "INSERT INTO pgaudit_siem.dead_letter (id, seq, xid, created_at, category, action, relid, schema_name, table_name,
-                                                       row_count, part, part_count, payload, http_status, response_excerpt, attempts)
-                 SELECT o.id, o.seq, o.xid, o.created_at, o.category, o.action, o.relid, o.schema_name, o.table_name,
-                        o.row_count, o.part, o.part_count, o.payload, d.status, d.excerpt, d.attempts
-                   FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[]),
-                                   pg_catalog.unnest($3::pg_catalog.int4[]), pg_catalog.unnest($4::pg_catalog.text[]),
-                                   pg_catalog.unnest($5::pg_catalog.int4[])) AS d(seq, xid, status, excerpt, attempts)
-                   JOIN pgaudit_siem.outbox o ON o.xid OPERATOR(pg_catalog.=) d.xid::pg_catalog.xid8
-                                             AND o.seq OPERATOR(pg_catalog.=) d.seq
-                 ON CONFLICT (seq) DO NOTHING",
-                &[seqs.into(), xids.into(), statuses.into(), excerpts.into(), attempts.into()],
-            )?;
-            let first_status = dead[0].2;
-            warning!(
-                "pgaudit_siem: {} events refused by the SIEM (HTTP {first_status}) were moved to pgaudit_siem.dead_letter",
-                dead.len()
-            );
-        }
-        Spi::run_with_args(
-            "UPDATE pgaudit_siem.delivery_state
-                SET last_xid = $1::pg_catalog.xid8, last_seq = $2, delivered = delivered OPERATOR(pg_catalog.+) $3,
-                    dead_lettered = dead_lettered OPERATOR(pg_catalog.+) $4,
-                    batches = batches OPERATOR(pg_catalog.+) CASE WHEN $3 OPERATOR(pg_catalog.+) $4 OPERATOR(pg_catalog.>) 0 THEN 1 ELSE 0 END,
-                    last_success = CASE WHEN $3 OPERATOR(pg_catalog.>) 0 THEN pg_catalog.clock_timestamp() ELSE last_success END,
-                    last_http_status = coalesce($5, last_http_status), current_backoff_ms = 0,
-                    events_per_second = $6, worker_pid = pg_catalog.pg_backend_pid()",
-            &[
-                end.0.to_string().as_str().into(),
-                end.1.into(),
-                delivered.into(),
-                (dead.len() as i64).into(),
-                status.map(i32::from).into(),
-                rate.into(),
-            ],
-        )
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::database_horizon;
-
-    #[test]
-    fn horizon_is_the_oldest_running_transaction_of_the_database() {
-        assert_eq!(database_horizon(1000, [].into_iter()), 1000);
-        assert_eq!(database_horizon(1000, [990, 995].into_iter()), 990);
-        // Assigned after the snapshot: above xmax, so it does not lower the horizon.
-        assert_eq!(database_horizon(1000, [1001].into_iter()), 1000);
-        // Across an epoch boundary: xmax 2^32 + 5, a running id just below the wrap.
-        let xmax = (1u64 << 32) + 5;
-        assert_eq!(
-            database_horizon(xmax, [u32::MAX - 1].into_iter()),
-            (1u64 << 32) - 2
-        );
-    }
-}

@@ -17,7 +17,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::c_void;
 
 use pgrx::pg_sys;
 
@@ -62,31 +61,8 @@ pub fn run<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-static mut PREV_NEEDS_FMGR_HOOK: pg_sys::needs_fmgr_hook_type = None;
-static mut PREV_FMGR_HOOK: pg_sys::fmgr_hook_type = None;
-
-/// Installs the fmgr hook and the (sub)transaction callbacks. `_PG_init` only.
-pub fn init() {
-    // SAFETY: _PG_init runs once in the postmaster before any backend exists; nothing
-    // reads the hook pointers concurrently. Callback registration only appends to
-    // PostgreSQL's lists.
-    unsafe {
-        PREV_NEEDS_FMGR_HOOK = pg_sys::needs_fmgr_hook;
-        pg_sys::needs_fmgr_hook = Some(needs_fmgr_hook);
-        PREV_FMGR_HOOK = pg_sys::fmgr_hook;
-        pg_sys::fmgr_hook = Some(fmgr_hook);
-        pg_sys::RegisterSubXactCallback(Some(on_subtransaction_event), std::ptr::null_mut());
-        pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
-        pg_sys::CacheRegisterSyscacheCallback(
-            pg_sys::SysCacheIdentifier::PROCOID as i32,
-            Some(forget_functions),
-            pg_sys::Datum::from(0),
-        );
-    }
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn forget_functions(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+/// The syscache said pg_proc changed: forget which functions are ours.
+pub fn forget_functions() {
     OWN_FUNCTIONS.with(|m| m.borrow_mut().clear());
 }
 
@@ -111,33 +87,21 @@ fn is_own_function(function: pg_sys::Oid) -> bool {
     own
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn needs_fmgr_hook(function: pg_sys::Oid) -> bool {
-    // SAFETY: chaining to the previous hook with PostgreSQL's own argument.
-    if let Some(prev) = unsafe { PREV_NEEDS_FMGR_HOOK } {
-        if unsafe { prev(function) } {
-            return true;
-        }
-    }
+/// `needs_fmgr_hook`: our own functions need the fmgr hook.
+pub fn needs_fmgr_hook(function: pg_sys::Oid) -> bool {
     // SAFETY: plain read of transaction state.
     let in_transaction = unsafe { pg_sys::IsTransactionState() };
     in_transaction && is_own_function(function)
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn fmgr_hook(
-    event: pg_sys::FmgrHookEventType::Type,
-    flinfo: *mut pg_sys::FmgrInfo,
-    private: *mut pg_sys::Datum,
-) {
+/// `fmgr_hook`: start / end / abort of a call to `function`.
+pub fn at_function_call(event: pg_sys::FmgrHookEventType::Type, function: pg_sys::Oid) {
     // The hook runs for every SECURITY DEFINER or SET function, and for needs_fmgr_hook's
     // yes (possibly another extension's): only our functions change the flag. PostgreSQL
     // does not ask needs_fmgr_hook about SECURITY DEFINER functions, so they are looked
     // up here, at the start (catalog access is safe then, not at abort). Calls nest
     // strictly (PG_TRY in fmgr_security_definer): an end or abort belongs to our call
     // exactly when the innermost saved entry is for the same function.
-    // SAFETY: flinfo is the function being called.
-    let function = unsafe { (*flinfo).fn_oid };
     if event == pg_sys::FmgrHookEventType::FHET_START {
         // SAFETY: plain read of transaction state.
         if unsafe { pg_sys::IsTransactionState() } && is_own_function(function) {
@@ -156,19 +120,10 @@ unsafe extern "C-unwind" fn fmgr_hook(
             INTERNAL.with(|f| f.set(previous));
         }
     }
-    // SAFETY: chaining to the previous hook with PostgreSQL's own arguments.
-    if let Some(prev) = unsafe { PREV_FMGR_HOOK } {
-        unsafe { prev(event, flinfo, private) };
-    }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_subtransaction_event(
-    event: pg_sys::SubXactEvent::Type,
-    subxact: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut c_void,
-) {
+/// Subtransaction start / commit / abort: an abort restores the flag it started with.
+pub fn at_subtransaction_event(event: pg_sys::SubXactEvent::Type, subxact: pg_sys::SubTransactionId) {
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
             let current = active();
@@ -192,11 +147,8 @@ unsafe extern "C-unwind" fn on_subtransaction_event(
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_transaction_event(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut c_void,
-) {
+/// Transaction end: forget subtransaction state; an abort clears the flag.
+pub fn at_transaction_event(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
     if matches!(
         event,

@@ -16,11 +16,11 @@ use std::ffi::{c_char, CStr};
 
 use pgrx::pg_sys;
 
-use super::classes;
+use crate::settings::log_classes as classes;
 use super::format::{self, Line, Parameters, StatementPart};
 use super::stack::{self, AuditEvent, StackId};
 
-use crate::gucs;
+use crate::settings;
 
 /// Class name printed in the line and the bit that gates it.
 fn classify(event: &AuditEvent) -> (&'static str, u32, bool) {
@@ -88,7 +88,7 @@ pub fn log_event(id: StackId) -> bool {
     if unsafe { pg_sys::creating_extension } {
         return false;
     }
-    let log_statement = gucs::log_statement();
+    let log_statement = settings::log_statement();
     let decision = stack::with_event(id, |e| {
         if e.logged {
             return None;
@@ -99,13 +99,13 @@ pub fn log_event(id: StackId) -> bool {
             let text = unsafe { CStr::from_ptr(e.text) }.to_bytes();
             e.redacted_text = format::redact_password(text);
         }
-        if !e.granted && gucs::log_classes() & class_bit == 0 {
+        if !e.granted && settings::log_classes() & class_bit == 0 {
             return None;
         }
-        if e.nested && !gucs::log_nested_statements() {
+        if e.nested && !settings::log_nested_statements() {
             return None;
         }
-        let print_text = log_statement && !(e.statement_logged && gucs::log_statement_once());
+        let print_text = log_statement && !(e.statement_logged && settings::log_statement_once());
         if print_text && !redact && e.redacted_text.is_none() && !e.text.is_null() {
             // SAFETY: as above.
             let text = unsafe { CStr::from_ptr(e.text) }.to_bytes();
@@ -123,9 +123,9 @@ pub fn log_event(id: StackId) -> bool {
     let Some((class_name, print_text, params)) = decision else {
         return false;
     };
-    let parameter_values = (print_text && gucs::log_parameter()).then(|| parameter_strings(params));
-    let max_string_length = gucs::log_max_string_length();
-    let rows_enabled = gucs::log_rows();
+    let parameter_values = (print_text && settings::log_parameter()).then(|| parameter_strings(params));
+    let max_string_length = settings::log_max_string_length();
+    let rows_enabled = settings::log_rows();
     let mut line = LINE.take();
     let written = stack::with_event_and_counters(id, |e, counters| {
         counters.assign(e);
@@ -173,7 +173,7 @@ pub fn log_event(id: StackId) -> bool {
     });
     if written.is_some() {
         line.push(0);
-        emit(gucs::audit_elevel(), &line);
+        emit(settings::audit_elevel(), &line);
     }
     LINE.set(line);
     written.is_some()

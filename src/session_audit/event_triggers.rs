@@ -15,79 +15,36 @@ use std::ffi::{c_char, CStr};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::classes;
+use crate::settings::log_classes as classes;
 use super::emit;
+use super::error::AuditError;
 use super::stack;
-use crate::gucs;
+use crate::settings;
 
-const DDL_COMMANDS_QUERY: &CStr = c"SELECT pg_catalog.upper(object_type),
-       object_identity,
-       pg_catalog.upper(command_tag)
-  FROM pg_catalog.pg_event_trigger_ddl_commands()";
-
-const DROPPED_OBJECTS_QUERY: &CStr = c"SELECT pg_catalog.upper(object_type),
-       object_identity
-  FROM pg_catalog.pg_event_trigger_dropped_objects()
- WHERE pg_catalog.lower(object_type) operator(pg_catalog.<>) 'type'
-   AND schema_name operator(pg_catalog.<>) 'pg_toast'";
+const DDL_COMMANDS_QUERY: &CStr = crate::sql_query!("ddl_commands.sql");
+const DROPPED_OBJECTS_QUERY: &CStr = crate::sql_query!("dropped_objects.sql");
 
 // The SQL that creates the functions and event triggers. `pg_finfo_*` records come from
 // `pgrx::pg_sys::pg_finfo_record`-style exports below, so PostgreSQL calls them as V1.
-pgrx::extension_sql!(
-    r#"
-CREATE FUNCTION pgaudit_ddl_command_end()
-    RETURNS event_trigger
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    LANGUAGE C
-    AS 'MODULE_PATHNAME', 'pgaudit_ddl_command_end';
-
-CREATE EVENT TRIGGER pgaudit_ddl_command_end
-    ON ddl_command_end
-    EXECUTE PROCEDURE pgaudit_ddl_command_end();
-
-CREATE FUNCTION pgaudit_sql_drop()
-    RETURNS event_trigger
-    SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    LANGUAGE C
-    AS 'MODULE_PATHNAME', 'pgaudit_sql_drop';
-
-CREATE EVENT TRIGGER pgaudit_sql_drop
-    ON sql_drop
-    EXECUTE PROCEDURE pgaudit_sql_drop();
-
--- Event triggers fire without an EXECUTE check; nobody needs to call these directly.
-REVOKE ALL ON FUNCTION pgaudit_ddl_command_end(), pgaudit_sql_drop() FROM PUBLIC;
-"#,
+pgrx::extension_sql_file!(
+    "../../sql/session_audit.sql",
     name = "ddl_event_triggers",
 );
 
-/// Version-1 calling convention record for a C function.
-const FINFO_V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-
-#[unsafe(no_mangle)]
-pub extern "C" fn pg_finfo_pgaudit_ddl_command_end() -> &'static pg_sys::Pg_finfo_record {
-    &FINFO_V1
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn pg_finfo_pgaudit_sql_drop() -> &'static pg_sys::Pg_finfo_record {
-    &FINFO_V1
-}
+crate::function_info_v1!(pg_finfo_pgaudit_ddl_command_end, pg_finfo_pgaudit_sql_drop);
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let bits = gucs::log_classes();
+    let bits = settings::log_classes();
     // DDL the extension runs itself (track() creating triggers) is not audited.
     if (bits & classes::DDL == 0 && bits & classes::ROLE == 0) || crate::pg::internal::active() {
         return null_datum(fcinfo);
     }
     let Some(top) = stack::top_id() else {
-        error!("pgaudit not loaded before call to pgaudit_ddl_command_end()");
+        AuditError::NotLoaded { function: "pgaudit_ddl_command_end" }.raise();
     };
     let _internal = crate::pg::internal::InternalScope::enter();
     // SAFETY: fcinfo is valid; `context` is checked to be EventTriggerData before use.
@@ -140,11 +97,11 @@ pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
 pub unsafe extern "C-unwind" fn pgaudit_sql_drop(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    if gucs::log_classes() & classes::DDL == 0 || crate::pg::internal::active() {
+    if settings::log_classes() & classes::DDL == 0 || crate::pg::internal::active() {
         return null_datum(fcinfo);
     }
     let Some(top) = stack::top_id() else {
-        error!("pgaudit not loaded before call to pgaudit_sql_drop()");
+        AuditError::NotLoaded { function: "pgaudit_sql_drop" }.raise();
     };
     let _internal = crate::pg::internal::InternalScope::enter();
     // SAFETY: as above; only validates that we were fired as an event trigger.
@@ -176,7 +133,7 @@ unsafe fn event_trigger_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::E
     unsafe {
         let context = (*fcinfo).context;
         if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
-            error!("not fired by event trigger manager");
+            AuditError::NotFiredByEventTriggerManager.raise();
         }
         context as *mut pg_sys::EventTriggerData
     }
@@ -190,11 +147,11 @@ fn spi_rows(query: &CStr, columns: i32, caller: &str) -> Vec<Vec<Option<Vec<u8>>
     unsafe {
         let rc = pg_sys::SPI_connect();
         if rc < 0 {
-            error!("{caller}: SPI_connect returned {rc}");
+            AuditError::Spi { caller, call: "SPI_connect", code: rc }.raise();
         }
         let rc = pg_sys::SPI_execute(query.as_ptr(), true, 0);
         if rc != pg_sys::SPI_OK_SELECT as i32 {
-            error!("{caller}: SPI_execute returned {rc}");
+            AuditError::Spi { caller, call: "SPI_execute", code: rc }.raise();
         }
         let table = pg_sys::SPI_tuptable;
         let count = pg_sys::SPI_processed as usize;

@@ -99,13 +99,9 @@ pub fn redact_siem_secrets(text: &[u8]) -> Option<Vec<u8>> {
 pub fn truncate(text: &[u8], limit: Option<usize>) -> std::borrow::Cow<'_, [u8]> {
     match limit {
         Some(limit) if text.len() > limit => {
-            let mut cut = limit;
-            // Step back over UTF-8 continuation bytes so no character is split.
-            while cut > 0 && (text[cut] & 0xC0) == 0x80 {
-                cut -= 1;
-            }
-            let mut out = Vec::with_capacity(cut + TRUNCATED_MARKER.len());
-            out.extend_from_slice(&text[..cut]);
+            let kept = crate::pg::text::utf8_prefix(text, limit);
+            let mut out = Vec::with_capacity(kept.len() + TRUNCATED_MARKER.len());
+            out.extend_from_slice(kept);
             out.extend_from_slice(TRUNCATED_MARKER);
             out.into()
         }

@@ -1,24 +1,23 @@
 //! Session and object audit logging, compatible with pgAudit 1.7 line for line.
 //!
-//! - [`classes`]: the `pgaudit.log` / `pgaudit.log_level` grammar (pure Rust).
+//! - [`subscriber`]: what session audit does in each hook (called by `crate::hooks`).
 //! - [`format`]: the `AUDIT:` line, CSV quoting, redaction, truncation (pure Rust).
 //! - [`stack`]: the audit event stack, tied to PostgreSQL memory-context lifetimes.
+//! - [`nesting`]: the depth of function/procedure/trigger execution.
 //! - [`emit`]: classification, statement/substatement ids, emission.
 //! - [`relations`]: the SELECT/DML relation pass and object auditing.
-//! - [`hooks`]: executor, utility, planner and object-access hooks.
+//! - [`error`]: pgAudit's own internal-error messages.
 //! - [`event_triggers`]: the DDL event triggers created by `CREATE EXTENSION`.
 //!
-//! Everything is gated by `pgaudit.featureEnabled`: when it is off, hooks only chain.
+//! The `pgaudit.log` grammar lives with the settings (`settings::log_classes`).
+//! Everything is gated by `pgaudit.featureEnabled`: when it is off, the subscriber only
+//! reads the flag.
 
-pub mod classes;
 pub mod emit;
+pub mod error;
 pub mod event_triggers;
 pub mod format;
-pub mod hooks;
+pub mod nesting;
 pub mod relations;
 pub mod stack;
-
-/// Installs the hooks. `_PG_init` only.
-pub fn init() {
-    hooks::init();
-}
+pub mod subscriber;

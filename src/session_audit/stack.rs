@@ -188,7 +188,7 @@ pub fn pop(id: StackId) {
         }
     });
     if !on_top {
-        error!("pgaudit stack item {id} not found on top - cannot pop");
+        super::error::AuditError::CannotPop { id: id as i64 }.raise();
     }
 }
 
@@ -214,18 +214,6 @@ pub fn clear_after_abort() {
     });
 }
 
-/// `MemoryContextRegisterResetCallback` without pgrx's per-call `sigsetjmp` guard.
-mod unguarded {
-    use pgrx::pg_sys;
-
-    unsafe extern "C-unwind" {
-        pub fn MemoryContextRegisterResetCallback(
-            context: pg_sys::MemoryContext,
-            cb: *mut pg_sys::MemoryContextCallback,
-        );
-    }
-}
-
 fn register_reset_callback(context: pg_sys::MemoryContext) {
     // SAFETY: the callback struct is allocated in `context` itself, so it lives exactly as
     // long as the registration; `context` is a live context handed to us by PostgreSQL.
@@ -238,7 +226,7 @@ fn register_reset_callback(context: pg_sys::MemoryContext) {
         (*cb).arg = context.cast();
         (*cb).next = std::ptr::null_mut();
         // Only links `cb` into the context's list: cannot raise an ERROR, so unguarded.
-        unguarded::MemoryContextRegisterResetCallback(context, cb);
+        crate::pg::unguarded::MemoryContextRegisterResetCallback(context, cb);
     }
 }
 
@@ -258,7 +246,7 @@ unsafe extern "C-unwind" fn owner_context_reset(arg: *mut c_void) {
 
 impl AuditState {
     fn reset_statement(&mut self) {
-        super::hooks::reset_nesting();
+        super::nesting::reset();
         self.counters.substatement_total = 0;
         self.counters.statement_logged = false;
     }

@@ -22,7 +22,9 @@ use pgrx::guc::GucSetting;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::session_audit::classes::{self, AuditLogLevel, ClassListError};
+pub mod log_classes;
+
+use log_classes::{self as classes, AuditLogLevel, ClassListError};
 
 /// `pgaudit.log`: classes for session logging. Boot value `none`, as pgAudit.
 static LOG: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"none"));
@@ -202,7 +204,6 @@ pub fn init() {
     // SAFETY: called in _PG_init after this prefix's settings are defined; the literal
     // is 'static and NUL-terminated.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaudit".as_ptr()) };
-    register_role_invalidation();
     init_change_capture();
 }
 
@@ -592,35 +593,15 @@ fn admin_session() -> bool {
         if !pg_sys::IsTransactionState() {
             return true;
         }
-        let admin = pg_sys::get_role_oid(c"pgaudit_admin".as_ptr(), true);
-        let user = pg_sys::GetSessionUserId();
-        let known = admin != pg_sys::InvalidOid
-            && user != pg_sys::InvalidOid
-            && pg_sys::is_member_of_role_nosuper(user, admin);
+        let known = crate::pg::admin::could_act_as_admin(pg_sys::GetSessionUserId());
         ADMIN_SESSION.with(|c| c.set(Some(known)));
         known
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn forget_admin_session(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+/// Roles or memberships changed: look the session's admin status up again.
+pub fn forget_admin_session() {
     ADMIN_SESSION.with(|c| c.set(None));
-}
-
-fn register_role_invalidation() {
-    // SAFETY: appends to PostgreSQL's syscache callback list (in the postmaster).
-    unsafe {
-        for cache in [
-            pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM,
-            pg_sys::SysCacheIdentifier::AUTHOID,
-        ] {
-            pg_sys::CacheRegisterSyscacheCallback(
-                cache as i32,
-                Some(forget_admin_session),
-                pg_sys::Datum::from(0),
-            );
-        }
-    }
 }
 
 // ---- Typed accessors ----
@@ -729,6 +710,16 @@ pub fn max_event_bytes() -> usize {
     MAX_EVENT_BYTES.get().max(1) as usize
 }
 
+/// Files for TLS to the receiver: a private CA bundle (PEM) to trust, and a client
+/// certificate and key for mutual TLS (QRadar's HTTP receiver, for one, requires it).
+/// Empty strings: not used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_file: String,
+    pub client_cert_file: String,
+    pub client_key_file: String,
+}
+
 /// Delivery settings, read once per batch.
 #[derive(Clone, Debug)]
 pub struct DeliverySettings {
@@ -739,7 +730,7 @@ pub struct DeliverySettings {
     pub retry_base: std::time::Duration,
     pub retry_max: std::time::Duration,
     pub gzip: bool,
-    pub tls: crate::delivery::http::TlsFiles,
+    pub tls: TlsFiles,
     pub allowed_hosts: String,
     pub linger: std::time::Duration,
 }
@@ -756,7 +747,7 @@ pub fn delivery() -> DeliverySettings {
         gzip: DELIVERY_GZIP.get(),
         allowed_hosts: text_setting(&DELIVERY_ALLOWED_HOSTS),
         linger: std::time::Duration::from_millis(DELIVERY_LINGER.get().max(0) as u64),
-        tls: crate::delivery::http::TlsFiles {
+        tls: TlsFiles {
             ca_file: text_setting(&DELIVERY_CA_FILE),
             client_cert_file: text_setting(&DELIVERY_CLIENT_CERT_FILE),
             client_key_file: text_setting(&DELIVERY_CLIENT_KEY_FILE),
@@ -803,7 +794,7 @@ mod tests {
         Spi::run("SET pgaudit.featureEnabled = on")?;
         assert_eq!(
             super::log_classes(),
-            crate::session_audit::classes::READ | crate::session_audit::classes::WRITE
+            super::log_classes::READ | super::log_classes::WRITE
         );
         Ok(())
     }

@@ -16,6 +16,7 @@
 //! - At most one request is in flight per worker; response bodies are read up to
 //!   [`MAX_RESPONSE_BYTES`].
 
+pub use crate::settings::TlsFiles;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
@@ -75,17 +76,6 @@ pub struct Request {
     /// `pgaudit_siem.delivery_allowed_hosts`: literal addresses listed there may be
     /// reached even when [`forbidden_address`] says no.
     pub allowed_hosts: String,
-}
-
-/// Server-side files that change whom the client trusts and how it identifies itself:
-/// a CA bundle replacing the built-in Mozilla roots (private CAs), and a client
-/// certificate and key for mutual TLS (QRadar's HTTP receiver, for one, requires it).
-/// Empty strings: not used.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub ca_file: String,
-    pub client_cert_file: String,
-    pub client_key_file: String,
 }
 
 /// What came back.
@@ -429,12 +419,8 @@ fn sanitize(text: &str) -> String {
 
 /// The start of a response body, as text, for the dead-letter table and `last_error`.
 pub fn excerpt(body: &[u8]) -> String {
-    let end = body.len().min(EXCERPT_BYTES);
-    let mut cut = end;
-    while cut > 0 && std::str::from_utf8(&body[..cut]).is_err() {
-        cut -= 1;
-    }
-    String::from_utf8_lossy(&body[..cut]).replace('\0', "")
+    let kept = crate::pg::text::utf8_prefix(body, EXCERPT_BYTES);
+    String::from_utf8_lossy(kept).replace('\0', "")
 }
 
 /// Runs requests on a helper thread; the caller waits on [`Sender::wake_fd`].

@@ -30,16 +30,20 @@
 //!   extension runs on its behalf is internal and takes no line or statement id.
 //! - The admin never configures itself: not its own role, roles it is a member of, roles
 //!   that are members of it (they can act as it), or other pgaudit_admin members; and in
-//!   sessions of pgaudit_admin members the server level is a floor (see `gucs`).
+//!   sessions of pgaudit_admin members the server level is a floor (see `settings`).
 //! - Plain `SET pgaudit.*` in a session stays superuser-only; `GRANT SET ON PARAMETER` is
 //!   not used because it would allow exactly that.
 
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi;
+
+use crate::pg::user::SavedUser;
+use error::DelegationError;
+
+pub mod error;
 
 /// Parameters a delegated admin may set, by canonical name (without the prefix).
 pub const ACCEPTED_PARAMETERS: [&str; 10] = [
@@ -68,64 +72,11 @@ pub fn canonical_parameter(name: &str) -> Option<String> {
         .map(|p| format!("pgaudit.{p}"))
 }
 
-const ADMIN_ROLE: &CStr = c"pgaudit_admin";
-
-extension_sql!(
-    r#"
--- The delegated-configuration role. Roles are cluster-wide, so it survives DROP EXTENSION
--- and is shared by every database that installs the extension.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgaudit_admin') THEN
-        CREATE ROLE pgaudit_admin NOLOGIN;
-    END IF;
-END
-$$;
-
-CREATE SCHEMA aiven_extras;
--- Only the functions below are meant for callers; USAGE lets pgaudit_admin reach them.
-REVOKE ALL ON SCHEMA aiven_extras FROM PUBLIC;
-GRANT USAGE ON SCHEMA aiven_extras TO pgaudit_admin;
-
-CREATE FUNCTION aiven_extras.set_pgaudit_parameter(parameter text, database text, value text)
-    RETURNS text
-    LANGUAGE sql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, NULL, database, value, 'database') $f$;
-
-CREATE FUNCTION aiven_extras.set_pgaudit_role_parameter(parameter text, role text, value text)
-    RETURNS text
-    LANGUAGE sql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, role, NULL, value, 'role') $f$;
-
-CREATE FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(parameter text, role text, database text, value text)
-    RETURNS text
-    LANGUAGE sql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, role, database, value, 'role in database') $f$;
-
-REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_parameter(text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_role_parameter(text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(text, text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_parameter(text, text, text) TO pgaudit_admin;
-GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_parameter(text, text, text) TO pgaudit_admin;
-GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(text, text, text, text) TO pgaudit_admin;
--- The worker function is reachable only through the wrappers above.
-REVOKE ALL ON FUNCTION pgaudit_siem.apply_delegated_setting(text, text, text, text, text) FROM PUBLIC;
-"#,
+extension_sql_file!(
+    "../../sql/delegated_config.sql",
     name = "delegated_config",
     requires = [apply_delegated_setting],
 );
-
-fn refuse(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
-    let mut report = ErrorReport::new(code, message, function_name!());
-    if let Some(hint) = hint {
-        report = report.set_hint(hint);
-    }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
 
 fn accepted_list_hint() -> String {
     format!("Accepted parameters: {}.", ACCEPTED_PARAMETERS.join(", "))
@@ -144,16 +95,12 @@ fn apply_delegated_setting(
     let needs_role = scope != "database";
     let needs_database = scope != "role";
     let (Some(parameter), Some(value)) = (parameter, value) else {
-        refuse(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "parameter and value must not be NULL".into(),
+        DelegationError::NullArgument.raise("parameter and value must not be NULL",
             None,
         )
     };
     if (needs_role && role.is_none()) || (needs_database && database.is_none()) {
-        refuse(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!(
+        DelegationError::NullArgument.raise(format!(
                 "{} must not be NULL",
                 if needs_role && role.is_none() {
                     "role"
@@ -165,9 +112,7 @@ fn apply_delegated_setting(
         )
     }
     let Some(name) = canonical_parameter(parameter) else {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("Invalid parameter: {parameter}"),
+        DelegationError::InvalidValue.raise(format!("Invalid parameter: {parameter}"),
             Some(&accepted_list_hint()),
         )
     };
@@ -210,7 +155,7 @@ fn database_oid(name: &str) -> pg_sys::Oid {
     named_oid(
         "database",
         name,
-        PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME,
+        DelegationError::UndefinedDatabase,
         pg_sys::get_database_oid,
     )
 }
@@ -219,7 +164,7 @@ fn role_oid(name: &str) -> pg_sys::Oid {
     named_oid(
         "role",
         name,
-        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        DelegationError::UndefinedRole,
         pg_sys::get_role_oid,
     )
 }
@@ -228,20 +173,18 @@ fn role_oid(name: &str) -> pg_sys::Oid {
 fn named_oid(
     kind: &str,
     name: &str,
-    missing: PgSqlErrorCode,
+    missing: DelegationError,
     lookup: unsafe fn(*const std::ffi::c_char, bool) -> pg_sys::Oid,
 ) -> pg_sys::Oid {
     let c_name = std::ffi::CString::new(name).unwrap_or_else(|_| {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{kind} name contains a NUL byte"),
+        DelegationError::InvalidValue.raise(format!("{kind} name contains a NUL byte"),
             None,
         )
     });
     // SAFETY: missing_ok = true, so the lookup only reads the catalog.
     let oid = unsafe { lookup(c_name.as_ptr(), true) };
     if oid == pg_sys::InvalidOid {
-        refuse(missing, format!("{kind} \"{name}\" does not exist"), None);
+        missing.raise(format!("{kind} \"{name}\" does not exist"), None);
     }
     oid
 }
@@ -259,9 +202,7 @@ fn check_role_target(caller: pg_sys::Oid, target: pg_sys::Oid, target_name: &str
         )
     };
     if target_is_superuser {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("Configuring superuser roles not allowed: {target_name}"),
+        DelegationError::NotAllowed.raise(format!("Configuring superuser roles not allowed: {target_name}"),
             None,
         );
     }
@@ -269,36 +210,27 @@ fn check_role_target(caller: pg_sys::Oid, target: pg_sys::Oid, target_name: &str
         return;
     }
     if caller_is_member {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("Configuring your own role or a role you are a member of is not allowed: {target_name}"),
+        DelegationError::NotAllowed.raise(format!("Configuring your own role or a role you are a member of is not allowed: {target_name}"),
             Some("Ask another administrator to configure auditing of your own sessions."),
         );
     }
     // A member of the caller's role (with or without INHERIT) can act as the caller, and
     // a pgaudit_admin member can configure the caller: both are "itself".
     // SAFETY: catalog lookups on valid role oids.
-    let (acts_as_caller, is_admin) = unsafe {
-        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
-        (
-            pg_sys::is_member_of_role(target, caller)
-                || pg_sys::is_member_of_role(target, pg_sys::GetSessionUserId()),
-            admin != pg_sys::InvalidOid && pg_sys::is_member_of_role_nosuper(target, admin),
-        )
+    let acts_as_caller = unsafe {
+        pg_sys::is_member_of_role(target, caller)
+            || pg_sys::is_member_of_role(target, pg_sys::GetSessionUserId())
     };
+    let is_admin = crate::pg::admin::could_act_as_admin(target);
     if acts_as_caller {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("Configuring a role that is a member of yours is not allowed: {target_name}"),
+        DelegationError::NotAllowed.raise(format!("Configuring a role that is a member of yours is not allowed: {target_name}"),
             Some(
                 "A member of your role can act as you; its auditing is configured by a superuser.",
             ),
         );
     }
     if is_admin {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("Configuring a pgaudit_admin member is not allowed: {target_name}"),
+        DelegationError::NotAllowed.raise(format!("Configuring a pgaudit_admin member is not allowed: {target_name}"),
             Some("Auditing of delegated administrators is configured by a superuser."),
         );
     }
@@ -317,29 +249,13 @@ fn log_delegated_change(caller: pg_sys::Oid, what: &str) {
 
 // ---- ALTER DATABASE / ALTER ROLE ... SET through the utility hook ----
 
-/// The caller's user id and security context, saved while a delegated statement runs as
-/// the bootstrap superuser. Deliberately `Copy` and without `Drop`: the utility hook lets
-/// ERRORs longjmp through its frame, so restoring is explicit ([`restore`]) on success,
-/// and PostgreSQL's (sub)transaction abort restores the saved user on failure.
-#[derive(Clone, Copy)]
-pub struct Elevation {
-    saved_user: pg_sys::Oid,
-    saved_context: i32,
-}
-
-/// Ends an elevation started by [`elevate_for`].
-pub fn restore(elevation: Option<Elevation>) {
-    if let Some(e) = elevation {
-        // SAFETY: restores the exact user and security context saved in `elevate_for`.
-        unsafe { pg_sys::SetUserIdAndSecContext(e.saved_user, e.saved_context) };
-    }
-}
-
 /// Decides whether a utility statement is a delegated pgaudit setting change by a
-/// `pgaudit_admin` member. Returns an [`Elevation`] (the statement then runs as the
-/// bootstrap superuser until [`restore`]), `None` to let PostgreSQL apply its normal
-/// rules, or raises a clear error.
-pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<Elevation> {
+/// `pgaudit_admin` member. Returns the caller's saved user (the statement then runs as
+/// the bootstrap superuser until the dispatcher restores it; deliberately `Copy`, since
+/// ERRORs longjmp through the utility hook, where PostgreSQL's (sub)transaction abort
+/// restores the user instead), `None` to let PostgreSQL apply its normal rules, or
+/// raises a clear error.
+pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<SavedUser> {
     // SAFETY: `utility` is the statement PostgreSQL is about to run; node tags tell the
     // concrete type, and only its fields are read.
     let (setstmt, role, database) = unsafe {
@@ -372,13 +288,11 @@ pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<Elevation> {
     }
     // SAFETY: plain reads of the current user; superusers need no delegation.
     let caller = unsafe { pg_sys::GetUserId() };
-    if unsafe { pg_sys::superuser() } || !is_pgaudit_admin(caller) {
+    if unsafe { pg_sys::superuser() } || !crate::pg::admin::acts_as_admin(caller) {
         return None;
     }
     let Some(canonical) = canonical_parameter(&name) else {
-        refuse(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied to set parameter \"{name}\""),
+        DelegationError::NotAllowed.raise(format!("permission denied to set parameter \"{name}\""),
             Some(&format!(
                 "pgaudit_admin members may set only these pgaudit parameters: {}.",
                 ACCEPTED_PARAMETERS.join(", ")
@@ -431,33 +345,11 @@ pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<Elevation> {
         caller,
         &format!("ALTER ... {action} {canonical} for {target_text}"),
     );
-    let mut saved_user = pg_sys::InvalidOid;
-    let mut saved_context = 0;
-    // SAFETY: standard save/switch of the current user, restored by `restore` or by
-    // (sub)transaction abort (which restores the user saved when it started).
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    Some(Elevation {
-        saved_user,
-        saved_context,
-    })
-}
-
-fn is_pgaudit_admin(role: pg_sys::Oid) -> bool {
-    // SAFETY: catalog lookups; a missing pgaudit_admin role means nobody is delegated.
-    unsafe {
-        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, admin)
-    }
+    Some(SavedUser::switch_to(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID)))
 }
 
 fn has_createrole(role: pg_sys::Oid) -> bool {
-    crate::syscache::with_row(
+    crate::pg::syscache::with_row(
         pg_sys::SysCacheIdentifier::AUTHOID,
         role.into(),
         0.into(),

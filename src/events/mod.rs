@@ -1,0 +1,16 @@
+//! Events: the shared layer between the sources that create events (change capture; next,
+//! the session-audit stream) and delivery, which ships them. Nothing here imports a
+//! subsystem.
+//!
+//! - [`envelope`]: the head every event document starts with (id, timestamp, event,
+//!   org, actor).
+//! - [`id`]: UUIDv7 ids, strictly increasing per backend.
+//! - [`time`]: the clock and RFC 3339 timestamps.
+//! - [`json`]: JSON writing (PostgreSQL's escaping rules).
+//! - [`wake`]: commit-time requests from sources to delivery.
+
+pub mod envelope;
+pub mod id;
+pub mod json;
+pub mod time;
+pub mod wake;
