@@ -433,9 +433,28 @@ impl Cluster {
                 .batch_execute(&format!("ALTER SYSTEM SET {name} = {value}"))
                 .unwrap_or_else(|e| panic!("ALTER SYSTEM SET {name}: {e}"));
         }
-        client
+        drop(client);
+        self.reload_config();
+    }
+
+    /// `pg_reload_conf()`, then waits until the postmaster applied it: a new backend's
+    /// `pg_conf_load_time()` changes once the postmaster re-read the files, and by then
+    /// it has signalled every running process (workers included) to reload too.
+    pub fn reload_config(&self) {
+        let load_time = |cluster: &Cluster| -> String {
+            cluster
+                .connect()
+                .query_one("SELECT pg_conf_load_time()::text", &[])
+                .expect("pg_conf_load_time")
+                .get(0)
+        };
+        let before = load_time(self);
+        self.connect()
             .batch_execute("SELECT pg_reload_conf()")
             .expect("reload");
+        wait_until("the postmaster to reload its configuration", Duration::from_secs(30), || {
+            load_time(self) != before
+        });
     }
 
     /// The plain-text server log so far: what the postmaster wrote before the logging
@@ -645,6 +664,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Asserts that `holds` stays true for `period`: for "nothing happens" checks (nothing
+/// delivered past a running transaction), where no event marks the end of the wait.
+/// The period is the worker's reaction time several times over, never a sleep before a
+/// positive check.
+pub fn assert_stays(what: &str, period: Duration, mut holds: impl FnMut() -> bool) {
+    let deadline = Instant::now() + period;
+    while Instant::now() < deadline {
+        assert!(holds(), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(holds(), "{what}");
 }
 
 impl Cluster {

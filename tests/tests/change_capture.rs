@@ -194,8 +194,7 @@ fn capture_itself_is_never_audit_logged() {
         .unwrap();
     su.batch_execute("ALTER SYSTEM SET pgaudit.log = 'all'")
         .unwrap();
-    su.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    cluster.reload_config();
     let lines = cluster.session_audit("postgres", "postgres", |c| {
         c.batch_execute("INSERT INTO t VALUES (1, 'a')").unwrap();
         c.batch_execute("CREATE TABLE t3 (id int)").unwrap();

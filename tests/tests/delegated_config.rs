@@ -230,7 +230,6 @@ fn precedence_of_scopes_is_postgres_own() {
     let cluster = platform();
     let mut admin = admin(&cluster);
     cluster.alter_system(&[("pgaudit.log", "'misc'")]);
-    std::thread::sleep(Duration::from_millis(300));
     for s in [
         "ALTER DATABASE defaultdb SET pgaudit.featureEnabled = 'on'",
         "ALTER DATABASE defaultdb SET pgaudit.log = 'read'",

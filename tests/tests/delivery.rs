@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pgaudit_siem_tests::postgres::error::SqlState;
 use pgaudit_siem_tests::postgres::Client;
 use pgaudit_siem_tests::receiver::{Faults, Receiver};
-use pgaudit_siem_tests::Cluster;
+use pgaudit_siem_tests::{assert_stays, wait_until, Cluster};
 use serde_json::Value;
 
 fn cluster(name: &str) -> Cluster {
@@ -41,13 +41,6 @@ fn setup(c: &mut Client, url: &str, format: &str) {
     c.batch_execute("SELECT pgaudit_siem.enable()").unwrap();
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Row markers `n` of received change events on table t, in arrival order.
 fn received_markers(receiver: &Receiver) -> Vec<i64> {
@@ -166,12 +159,23 @@ fn every_format_delivers_the_outbox_payloads() {
 
     // Batching follows pgaudit_siem.delivery_batch_events after a reload (SIGHUP).
     cluster.alter_system(&[("pgaudit_siem.delivery_batch_events", "2")]);
+    let settings_events = |r: &Receiver| {
+        r.events()
+            .iter()
+            .filter(|e| e.event["event"]["category"] == "siem_settings")
+            .count()
+    };
+    let seen = settings_events(&receiver);
     c.execute(
         "SELECT pgaudit_siem.configure($1, '{}', ARRAY['orgs'], 'ndjson')",
         &[&receiver.url("/ingest")],
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // configure() reports itself to the SIEM whatever the category filter: once that
+    // event arrived, the worker runs the new configuration.
+    wait_until("the configuration event", Duration::from_secs(20), || {
+        settings_events(&receiver) > seen
+    });
     let requests = receiver.requests();
     let before = receiver.event_count();
     c.batch_execute("BEGIN; INSERT INTO t VALUES (100); INSERT INTO t VALUES (101); INSERT INTO t VALUES (102); INSERT INTO t VALUES (103); COMMIT")
@@ -184,14 +188,13 @@ fn every_format_delivers_the_outbox_payloads() {
         2,
         "4 events in batches of 2"
     );
-    // The category filter left out this configure()'s own siem_settings event.
+    // The category filter lets only `orgs` through (the settings event came before).
     assert!(receiver.events()[before..]
         .iter()
         .all(|r| r.event["event"]["category"] == "orgs"));
 
     // Compressed request bodies (Content-Encoding: gzip) decode to the same events.
     cluster.alter_system(&[("pgaudit_siem.delivery_gzip", "on")]);
-    std::thread::sleep(Duration::from_millis(300));
     let before = receiver.event_count();
     c.batch_execute("INSERT INTO t VALUES (104)").unwrap();
     wait_until("gzip event", Duration::from_secs(20), || {
@@ -343,7 +346,6 @@ fn configuration_is_for_admins_validated_audited_and_masked() {
         "pgaudit_siem.delivery_allowed_hosts",
         "'siem.example.com, *.corp.example'",
     )]);
-    std::thread::sleep(Duration::from_millis(300));
     let mut admin = cluster.connect_as("postgres", "avnadmin");
     for call in [
         "SELECT pgaudit_siem.configure('https://169.254.169.254/latest/meta-data')",
@@ -505,10 +507,10 @@ fn out_of_order_commits_are_delivered_in_transaction_order_without_skips() {
         .unwrap();
     c.batch_execute("INSERT INTO t VALUES (2)").unwrap();
     c.batch_execute("INSERT INTO t VALUES (3)").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        received_markers(&receiver).is_empty(),
-        "delivered past a running older transaction"
+    assert_stays(
+        "nothing is delivered past a running older transaction",
+        Duration::from_millis(500),
+        || received_markers(&receiver).is_empty(),
     );
     older.batch_execute("COMMIT").unwrap();
     wait_until("all three", Duration::from_secs(20), || {
@@ -619,8 +621,9 @@ fn receiver_outage_and_5xx_are_retried_until_delivered() {
     // disable() stops forwarding; events keep queueing and go out after enable().
     c.batch_execute("SELECT pgaudit_siem.disable(); INSERT INTO t VALUES (23)")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(received_markers(&receiver).len(), 23);
+    assert_stays("disable() stops forwarding", Duration::from_millis(500), || {
+        received_markers(&receiver).len() == 23
+    });
     assert!(
         stat(&mut c, "queued") >= 2,
         "the event and the disable() settings event wait"
@@ -854,9 +857,12 @@ fn worker_sigkill_and_immediate_stop_lose_no_committed_event() {
             }
         }
     };
+    let before = receiver.event_count();
     writer(&mut c, 400, 600, &mut committed);
     // Immediate stop (no shutdown checkpoint) while delivering, then restart.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the new events in flight", Duration::from_secs(20), || {
+        receiver.event_count() > before
+    });
     drop(c);
     cluster.stop("immediate");
     drop(receiver);
@@ -893,12 +899,12 @@ fn worker_sigkill_and_immediate_stop_lose_no_committed_event() {
     let _ = std::fs::remove_file(&out);
 }
 
-#[test]
-fn workers_follow_create_and_drop_of_extensions_and_databases() {
-    let receiver = Receiver::start(0, None).unwrap();
-    let cluster = cluster("delivery-lifecycle");
+/// A cluster whose launcher runs, and a database `app` with the extension delivering to
+/// `receiver`, its worker running.
+fn cluster_with_app(name: &str, receiver: &Receiver) -> (Cluster, Client) {
+    let cluster = cluster(name);
     let mut c = cluster.connect();
-    // The launcher runs without a database; no worker until the extension exists.
+    // The launcher runs without a database.
     wait_until("launcher", Duration::from_secs(20), || {
         c.query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgaudit_siem launcher'",
@@ -908,19 +914,37 @@ fn workers_follow_create_and_drop_of_extensions_and_databases() {
         .get::<_, i64>(0)
             == 1
     });
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(worker_pid(&mut c, "postgres"), None);
     c.batch_execute("CREATE DATABASE app").unwrap();
     let mut app = cluster.connect_as("app", "postgres");
     setup(&mut app, &receiver.url("/ingest"), "ndjson");
     wait_until("worker in app", Duration::from_secs(20), || {
         worker_pid(&mut c, "app").is_some()
     });
+    (cluster, c)
+}
+
+/// No worker ended with an error or a signal.
+fn assert_clean_worker_exits(cluster: &Cluster) {
+    let log = cluster.server_log();
+    assert!(
+        !log.lines().any(|l| l.contains("pgaudit_siem")
+            && (l.contains("exited with exit code") || l.contains("terminated by signal"))),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_worker_comes_with_create_extension_and_goes_with_drop_extension() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let (cluster, mut c) = cluster_with_app("delivery-extension-lifecycle", &receiver);
+    assert_stays("no worker without the extension", Duration::from_millis(500), || {
+        worker_pid(&mut c, "postgres").is_none()
+    });
+    let mut app = cluster.connect_as("app", "postgres");
     app.batch_execute("INSERT INTO t VALUES (1)").unwrap();
     wait_until("event", Duration::from_secs(20), || {
         received_markers(&receiver) == [1]
     });
-    // DROP EXTENSION: the worker leaves; CREATE EXTENSION brings it back.
     wait_until("the cursor", Duration::from_secs(5), || {
         stat(&mut app, "queued") == 0
     });
@@ -937,8 +961,13 @@ fn workers_follow_create_and_drop_of_extensions_and_databases() {
     wait_until("event", Duration::from_secs(20), || {
         received_markers(&receiver) == [1, 2]
     });
-    // Statements that need the database to themselves are not blocked by its worker.
-    drop(app);
+    assert_clean_worker_exits(&cluster);
+}
+
+#[test]
+fn renaming_or_copying_a_database_is_not_blocked_by_its_worker() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let (cluster, mut c) = cluster_with_app("delivery-rename-copy", &receiver);
     c.batch_execute("ALTER DATABASE app RENAME TO app_renamed")
         .unwrap();
     c.batch_execute("ALTER DATABASE app_renamed RENAME TO app")
@@ -953,11 +982,20 @@ fn workers_follow_create_and_drop_of_extensions_and_databases() {
     wait_until("worker in the copy", Duration::from_secs(20), || {
         worker_pid(&mut c, "app_copy").is_some()
     });
-    c.batch_execute("DROP DATABASE app_copy").unwrap();
-    // DROP DATABASE with a running worker does not wait for it.
-    wait_until("worker in app", Duration::from_secs(30), || {
-        worker_pid(&mut c, "app").is_some()
+    let mut copy = cluster.connect_as("app_copy", "postgres");
+    copy.batch_execute("INSERT INTO t VALUES (7)").unwrap();
+    wait_until("the copy delivers", Duration::from_secs(20), || {
+        received_markers(&receiver).contains(&7)
     });
+    drop(copy);
+    c.batch_execute("DROP DATABASE app_copy").unwrap();
+    assert_clean_worker_exits(&cluster);
+}
+
+#[test]
+fn drop_database_does_not_wait_for_its_worker_and_new_databases_get_one() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let (cluster, mut c) = cluster_with_app("delivery-drop-database", &receiver);
     let started = Instant::now();
     c.batch_execute("DROP DATABASE app").unwrap();
     eprintln!(
@@ -974,22 +1012,27 @@ fn workers_follow_create_and_drop_of_extensions_and_databases() {
     });
     later.batch_execute("INSERT INTO t VALUES (3)").unwrap();
     wait_until("event", Duration::from_secs(20), || {
-        received_markers(&receiver) == [1, 2, 3]
+        received_markers(&receiver) == [3]
     });
-    // SIGTERM (as at shutdown) ends the worker cleanly; the launcher restarts it.
-    let pid = worker_pid(&mut c, "later").unwrap();
+    assert_clean_worker_exits(&cluster);
+}
+
+#[test]
+fn sigterm_ends_a_worker_cleanly_and_the_launcher_restarts_it() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let (cluster, mut c) = cluster_with_app("delivery-sigterm", &receiver);
+    let pid = worker_pid(&mut c, "app").unwrap();
     c.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap();
     wait_until("worker restarted", Duration::from_secs(20), || {
-        worker_pid(&mut c, "later").is_some_and(|p| p != pid)
+        worker_pid(&mut c, "app").is_some_and(|p| p != pid)
     });
-    // Every exit was clean: no worker ended with an error or a signal.
-    let log = cluster.server_log();
-    assert!(
-        !log.lines().any(|l| l.contains("pgaudit_siem")
-            && (l.contains("exited with exit code") || l.contains("terminated by signal"))),
-        "{log}"
-    );
+    let mut app = cluster.connect_as("app", "postgres");
+    app.batch_execute("INSERT INTO t VALUES (4)").unwrap();
+    wait_until("event after the restart", Duration::from_secs(20), || {
+        received_markers(&receiver) == [4]
+    });
+    assert_clean_worker_exits(&cluster);
 }
 
 #[test]
@@ -1022,8 +1065,7 @@ fn workers_run_only_on_a_primary() {
         .get::<_, i64>(0)
             == 1
     });
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(ours(&mut s), 0);
+    assert_stays("no worker on a standby", Duration::from_millis(500), || ours(&mut s) == 0);
     wait_until("delivery from the primary", Duration::from_secs(20), || {
         received_markers(&receiver) == [1]
     });
@@ -1118,7 +1160,6 @@ fn https_with_a_private_ca_and_mutual_tls() {
     // Trust the private CA: test and delivery work.
     let ca = dir.join("ca.pem").display().to_string();
     cluster.alter_system(&[("pgaudit_siem.delivery_ca_file", &format!("'{ca}'"))]);
-    std::thread::sleep(Duration::from_millis(300));
     c = cluster.connect();
     let (ok, error) = test(&mut c);
     assert!(ok, "{error:?}");
@@ -1153,7 +1194,6 @@ fn https_with_a_private_ca_and_mutual_tls() {
         ),
         ("pgaudit_siem.delivery_client_key_file", &format!("'{key}'")),
     ]);
-    std::thread::sleep(Duration::from_millis(300));
     c = cluster.connect();
     let (ok, error) = test(&mut c);
     assert!(ok, "{error:?}");

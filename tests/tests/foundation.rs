@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pgaudit_siem_tests::postgres::error::SqlState;
-use pgaudit_siem_tests::Cluster;
+use pgaudit_siem_tests::{wait_until, Cluster};
 
 fn siem_cluster() -> Cluster {
     Cluster::builder()
@@ -66,16 +66,13 @@ fn refuses_to_load_outside_shared_preload_libraries() {
         .batch_execute("ALTER SYSTEM SET session_preload_libraries = 'pgaudit_siem'")
         .unwrap();
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let err = loop {
-        match cluster.try_connect_as("postgres", "postgres", "late") {
-            Err(e) => break e,
-            Ok(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Ok(_) => panic!("connection succeeded with session_preload_libraries = pgaudit_siem"),
-        }
-    };
+    // The reload is applied asynchronously: wait until new connections are refused.
+    let mut refused = None;
+    wait_until("connections refused with session_preload_libraries = pgaudit_siem", Duration::from_secs(10), || {
+        refused = cluster.try_connect_as("postgres", "postgres", "late").err();
+        refused.is_some()
+    });
+    let err = refused.unwrap();
     let (code, message, _) = db_error(&err);
     assert_eq!(code, &SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
     assert_eq!(
@@ -266,7 +263,7 @@ fn settings_work_at_every_scope() {
         su.batch_execute(sql)
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    su.batch_execute("SELECT pg_reload_conf()").unwrap();
+    cluster.reload_config();
     let show = |db: &str, user: &str| -> (String, String) {
         let mut c = cluster.connect_as(db, user);
         let log: String = c.query_one("SHOW pgaudit.log", &[]).unwrap().get(0);
@@ -276,11 +273,6 @@ fn settings_work_at_every_scope() {
             .get(0);
         (log, on)
     };
-    // The postmaster applies pg_reload_conf() asynchronously; wait until new backends see it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while show("postgres", "postgres").0 != "read" && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert_eq!(show("postgres", "postgres"), ("read".into(), "off".into()));
     assert_eq!(show("d1", "postgres"), ("write".into(), "on".into()));
     assert_eq!(show("postgres", "r1"), ("ddl".into(), "off".into()));

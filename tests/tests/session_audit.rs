@@ -18,9 +18,14 @@ fn cluster() -> Cluster {
     cluster
 }
 
+/// Runs `statements`; `SELECT pg_reload_conf()` waits until the reload is applied.
 fn sql(cluster: &Cluster, statements: &[&str]) {
     let mut c = cluster.connect();
     for s in statements {
+        if *s == "SELECT pg_reload_conf()" {
+            cluster.reload_config();
+            continue;
+        }
         c.batch_execute(s).unwrap_or_else(|e| panic!("{s}: {e}"));
     }
 }
@@ -67,7 +72,6 @@ fn nothing_is_logged_while_the_master_switch_is_off() {
             "SELECT pg_reload_conf()",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let lines = cluster.session_audit("postgres", "postgres", |c| {
         c.batch_execute("SELECT * FROM t").unwrap();
     });
@@ -100,7 +104,6 @@ fn master_switch_follows_postgres_scope_precedence() {
             "ALTER ROLE r1 IN DATABASE d2 SET pgaudit.log = 'write'",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let run = |db: &str, user: &str| {
         cluster.session_audit(db, user, |c| {
             c.batch_execute("CREATE TEMP TABLE x (i int); INSERT INTO x VALUES (1); SELECT 1")
@@ -149,7 +152,6 @@ fn nested_statements_can_be_left_out() {
             "SELECT pg_reload_conf()",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let top = cluster.session_audit("postgres", "postgres", workload);
     // With nesting on, bodies of functions, DO blocks and triggers are there...
     assert!(
@@ -188,7 +190,6 @@ fn long_statements_and_parameters_are_cut_on_character_boundaries() {
             "SELECT pg_reload_conf()",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let lines = cluster.session_audit("postgres", "postgres", |c| {
         c.query("SELECT $1::text AS long_name", &[&"ééééééé, and more"])
             .unwrap();
@@ -220,7 +221,6 @@ fn parallel_workers_never_log() {
             "ANALYZE p",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let lines = cluster.session_audit("postgres", "postgres", |c| {
         let plan: Vec<String> = c
             .query("EXPLAIN (COSTS OFF) SELECT count(*) FROM p", &[])
@@ -255,7 +255,6 @@ fn audit_survives_errors_savepoints_and_cursors_without_stack_errors() {
             "SELECT pg_reload_conf()",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let records = cluster.session_log("postgres", "postgres", |c| {
         for s in [
             "CREATE TABLE e (id int PRIMARY KEY)",
