@@ -135,7 +135,7 @@ impl Results {
     pub fn markdown(&self, target: impl Fn(&str, usize, f64) -> String) -> String {
         let mut out = String::from("| configuration |");
         for w in &self.workloads {
-            out.push_str(&format!(" {w} TPS (median) | {w} ratio |"));
+            out.push_str(&format!(" {w} TPS (median) | {w} ratio (per-round min–max) |"));
         }
         out.push_str(" target |\n|---|");
         for _ in &self.workloads {
@@ -149,12 +149,25 @@ impl Results {
                 let value = median(&self.tps[w][c]);
                 let ratio = value / median(&self.tps[w][0]);
                 worst_ratio = worst_ratio.min(ratio);
-                out.push_str(&format!(" {value:.0} | {ratio:.3} |"));
+                // Rounds alternate configurations back to back, so round r of this
+                // configuration is compared with round r of the anchor.
+                let (low, high) = round_ratio_spread(&self.tps[w][c], &self.tps[w][0]);
+                out.push_str(&format!(" {value:.0} | {ratio:.3} ({low:.2}–{high:.2}) |"));
             }
             out.push_str(&format!(" {} |\n", target(label, c, worst_ratio)));
         }
         out
     }
+}
+
+/// The lowest and highest per-round ratio of `values` to `anchor`.
+fn round_ratio_spread(values: &[f64], anchor: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .zip(anchor)
+        .filter(|(_, a)| **a > 0.0)
+        .map(|(v, a)| v / a)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r), hi.max(r)))
 }
 
 #[cfg(test)]
@@ -169,6 +182,11 @@ mod tests {
             parse_tps("tps = 12 (including connections establishing)"),
             None
         );
+    }
+
+    #[test]
+    fn per_round_spread_pairs_rounds() {
+        assert_eq!(round_ratio_spread(&[90.0, 110.0], &[100.0, 100.0]), (0.9, 1.1));
     }
 
     #[test]

@@ -13,8 +13,12 @@ pub enum CaptureError {
     OutboxMissing,
     /// A statement capture runs itself failed (XX000: a bug or a broken installation).
     Internal(String),
-    /// Track/untrack refused (42501).
+    /// Managing capture refused (42501).
     NotAllowed(String),
+    /// Track/untrack from inside a security-restricted operation (42501).
+    SecurityRestricted,
+    /// DROP EXTENSION/SCHEMA while events wait for delivery (55006).
+    UndeliveredEvents(i64),
 }
 
 impl CaptureError {
@@ -46,13 +50,30 @@ impl CaptureError {
                 message.clone(),
                 "Change capture is managed with pgaudit_siem.track() and pgaudit_siem.untrack() by the table owner or a pgaudit_admin member.",
             ),
+            CaptureError::SecurityRestricted => (
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "cannot track or untrack tables inside a security-restricted operation".into(),
+                "Call pgaudit_siem.track() directly, not from an index expression, a materialized view or a maintenance command.",
+            ),
+            CaptureError::UndeliveredEvents(count) => (
+                ERRCODE_OBJECT_IN_USE,
+                format!("cannot drop extension pgaudit_siem: {count} captured events have not been delivered"),
+                "Let the delivery worker deliver them (see pgaudit_siem.stats), or call pgaudit_siem.discard_undelivered() to discard them explicitly.",
+            ),
+        }
+    }
+
+    fn detail(&self) -> Option<&'static str> {
+        match self {
+            CaptureError::UndeliveredEvents(_) => Some("Dropping the extension would delete the outbox and lose them."),
+            _ => None,
         }
     }
 
     /// Raises the error (the statement and its transaction roll back).
     pub fn raise(self) -> ! {
         let (code, message, hint) = self.parts();
-        crate::pg::error::raise(code, message, Some(hint))
+        crate::pg::error::raise_with_detail(code, message, self.detail(), Some(hint))
     }
 }
 

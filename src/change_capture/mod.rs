@@ -83,12 +83,7 @@ fn invoking_role() -> pgrx::pg_sys::Oid {
     // SAFETY: plain reads of the session's security state.
     unsafe {
         if pgrx::pg_sys::InSecurityRestrictedOperation() {
-            pgrx::pg_sys::panic::ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                "cannot track or untrack tables inside a security-restricted operation",
-                function_name!(),
-            )
-            .report(PgLogLevel::ERROR);
+            error::CaptureError::SecurityRestricted.raise();
         }
         pgrx::pg_sys::GetOuterUserId()
     }

@@ -11,7 +11,6 @@
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
@@ -24,10 +23,7 @@ fn privileged() -> bool {
 }
 
 fn refuse(message: String) -> ! {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message, function_name!())
-        .set_hint("Change capture is managed with pgaudit_siem.track() and pgaudit_siem.untrack() by the table owner or a pgaudit_admin member.")
-        .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+    CaptureError::NotAllowed(message).raise()
 }
 
 fn string_value(node: *mut pg_sys::Node) -> String {
@@ -46,6 +42,13 @@ fn is_capture_trigger(name: &str) -> bool {
     name.starts_with(TRIGGER_PREFIX)
 }
 
+/// Refuses `verb` on a capture trigger `name` unless the user may manage capture.
+fn guard_trigger(name: &str, verb: &str) {
+    if is_capture_trigger(name) && !privileged() {
+        refuse(format!("permission denied to {verb} change-capture trigger \"{name}\""));
+    }
+}
+
 /// Checks a utility statement before it runs.
 pub fn check_utility(utility: *mut pg_sys::Node) {
     // SAFETY: node tags identify the statement types whose fields are read below.
@@ -57,16 +60,8 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
                     pg_sys::ObjectType::OBJECT_TRIGGER => {
                         for object in PgList::<pg_sys::List>::from_pg(stmt.objects).iter_ptr() {
                             let names = PgList::<pg_sys::Node>::from_pg(object);
-                            let name = names
-                                .iter_ptr()
-                                .last()
-                                .map(string_value)
-                                .unwrap_or_default();
-                            if is_capture_trigger(&name) && !privileged() {
-                                refuse(format!(
-                                    "permission denied to drop change-capture trigger \"{name}\""
-                                ));
-                            }
+                            let name = names.iter_ptr().last().map(string_value).unwrap_or_default();
+                            guard_trigger(&name, "drop");
                         }
                     }
                     // The extension's schema goes with the outbox, extension or not.
@@ -85,12 +80,7 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
             pg_sys::NodeTag::T_CreateTrigStmt => {
                 let stmt = &*(utility as *mut pg_sys::CreateTrigStmt);
                 if !stmt.trigname.is_null() {
-                    let name = CStr::from_ptr(stmt.trigname).to_string_lossy();
-                    if is_capture_trigger(&name) && !privileged() {
-                        refuse(format!(
-                            "permission denied to create or replace change-capture trigger \"{name}\""
-                        ));
-                    }
+                    guard_trigger(&CStr::from_ptr(stmt.trigname).to_string_lossy(), "create or replace");
                 }
             }
             // ALTER TRIGGER ... DEPENDS ON EXTENSION would let dropping that extension drop
@@ -99,28 +89,15 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
                 let stmt = &*(utility as *mut pg_sys::AlterObjectDependsStmt);
                 if stmt.objectType == pg_sys::ObjectType::OBJECT_TRIGGER && !stmt.object.is_null() {
                     let names = PgList::<pg_sys::Node>::from_pg(stmt.object as *mut pg_sys::List);
-                    let name = names
-                        .iter_ptr()
-                        .last()
-                        .map(string_value)
-                        .unwrap_or_default();
-                    if is_capture_trigger(&name) && !privileged() {
-                        refuse(format!(
-                            "permission denied to alter change-capture trigger \"{name}\""
-                        ));
-                    }
+                    let name = names.iter_ptr().last().map(string_value).unwrap_or_default();
+                    guard_trigger(&name, "alter");
                 }
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let stmt = &*(utility as *mut pg_sys::RenameStmt);
                 if stmt.renameType == pg_sys::ObjectType::OBJECT_TRIGGER && !stmt.subname.is_null()
                 {
-                    let name = CStr::from_ptr(stmt.subname).to_string_lossy();
-                    if is_capture_trigger(&name) && !privileged() {
-                        refuse(format!(
-                            "permission denied to rename change-capture trigger \"{name}\""
-                        ));
-                    }
+                    guard_trigger(&CStr::from_ptr(stmt.subname).to_string_lossy(), "rename");
                 }
             }
             pg_sys::NodeTag::T_AlterTableStmt => {
@@ -194,13 +171,6 @@ fn refuse_drop_with_undelivered_events() {
             .unwrap_or(0)
     });
     if undelivered > 0 {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!("cannot drop extension pgaudit_siem: {undelivered} captured events have not been delivered"),
-            function_name!(),
-        )
-        .set_detail("Dropping the extension would delete the outbox and lose them.")
-        .set_hint("Let the delivery worker deliver them (see pgaudit_siem.stats), or call pgaudit_siem.discard_undelivered() to discard them explicitly.")
-        .report(PgLogLevel::ERROR);
+        CaptureError::UndeliveredEvents(undelivered).raise();
     }
 }

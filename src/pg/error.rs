@@ -13,7 +13,20 @@ use pgrx::prelude::*;
 
 /// Raises `message` with `code` and an optional hint; the transaction rolls back.
 pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: Option<&str>) -> ! {
+    raise_with_detail(code, message, None, hint)
+}
+
+/// [`raise`] with a detail line (what happened beyond the message).
+pub fn raise_with_detail(
+    code: PgSqlErrorCode,
+    message: impl Into<String>,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) -> ! {
     let mut report = ErrorReport::new(code, message.into(), function_name!());
+    if let Some(detail) = detail {
+        report = report.set_detail(detail.to_owned());
+    }
     if let Some(hint) = hint {
         report = report.set_hint(hint.to_owned());
     }
