@@ -259,3 +259,10 @@ REVOKE ALL ON FUNCTION pgaudit_siem._start_delivery_at_commit(), pgaudit_siem._w
 
 -- The launcher starts this database's worker once the installing transaction commits.
 SELECT pgaudit_siem._start_delivery_at_commit();
+
+-- ==== The session-audit stream (one per server; see delivery/session_stream.rs) ====
+CREATE VIEW pgaudit_siem.session_audit_stats AS
+    SELECT * FROM pgaudit_siem._session_audit_stats();
+REVOKE ALL ON pgaudit_siem.session_audit_stats FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.session_audit_stats TO pgaudit_admin;
+REVOKE ALL ON FUNCTION pgaudit_siem._session_audit_stats() FROM PUBLIC;

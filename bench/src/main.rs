@@ -2,12 +2,13 @@
 //! configurations side by side in alternating rounds, and prints a Markdown table with
 //! ratios against the anchor configuration measured in the same run.
 //!
-//! Usage: `bash scripts/bench.sh [overhead] [session] [capture] [capture_memory] [delivery] [sqlsmith] [--seconds N] [--rounds N] [--minutes N] [--events N]`
+//! Usage: `bash scripts/bench.sh [overhead] [session] [session_stream] [capture] [capture_memory] [delivery] [sqlsmith] [--seconds N] [--rounds N] [--minutes N] [--events N]`
 //! (no name: overhead, session, capture, capture_memory and delivery; sqlsmith is a long robustness run, named explicitly).
 
 mod capture;
 mod delivery;
 mod pgbench;
+mod session_stream;
 mod sqlsmith;
 
 use pgaudit_siem_tests::{Cluster, ClusterBuilder};
@@ -37,11 +38,11 @@ fn main() {
             "--scale" => opts.scale = number("--scale"),
             "--minutes" => minutes = number("--minutes"),
             "--events" => events = u64::from(number("--events")),
-            "overhead" | "session" | "capture" | "capture_memory" | "delivery" | "sqlsmith" => {
+            "overhead" | "session" | "session_stream" | "capture" | "capture_memory" | "delivery" | "sqlsmith" => {
                 which.push(arg)
             }
             other => {
-                panic!("unknown argument {other}; benchmarks: overhead, session, capture, capture_memory, delivery, sqlsmith")
+                panic!("unknown argument {other}; benchmarks: overhead, session, session_stream, capture, capture_memory, delivery, sqlsmith")
             }
         }
     }
@@ -60,6 +61,7 @@ fn main() {
         match name.as_str() {
             "overhead" => overhead(&opts),
             "session" => session(&opts),
+            "session_stream" => session_stream::run(&opts),
             "capture" => capture::run(opts.rounds, opts.seconds),
             "capture_memory" => capture::memory(),
             "delivery" => delivery::run(events),
@@ -71,7 +73,7 @@ fn main() {
 
 /// A cluster configured for stable measurements: no checkpoint or autovacuum run lands
 /// in a measurement window by chance.
-fn bench_cluster(name: &str) -> ClusterBuilder {
+pub fn bench_cluster(name: &str) -> ClusterBuilder {
     Cluster::builder()
         .name(name)
         .setting("checkpoint_timeout", "'1h'")

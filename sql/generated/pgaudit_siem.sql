@@ -52,6 +52,23 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'send_test_event_wrapper';
 
+CREATE  FUNCTION "_session_audit_stats"() RETURNS TABLE (
+	"enabled" bool,  /* bool */
+	"stream_id" TEXT,  /* Option < String > */
+	"records_spooled" bigint,  /* i64 */
+	"records_shipped" bigint,  /* i64 */
+	"records_unshipped" bigint,  /* i64 */
+	"spool_bytes" bigint,  /* i64 */
+	"oldest_unshipped_age_s" double precision,  /* Option < f64 > */
+	"fallbacks_to_server_log" bigint,  /* i64 */
+	"dead_lettered" bigint,  /* i64 */
+	"last_http_status" INT,  /* Option < i32 > */
+	"last_error" TEXT  /* Option < String > */
+)
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'session_audit_stats_wrapper';
+
 CREATE  FUNCTION "_start_delivery_at_commit"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
@@ -666,6 +683,12 @@ REVOKE ALL ON FUNCTION pgaudit_siem._send_test_event(text, jsonb, text), pgaudit
 REVOKE ALL ON FUNCTION pgaudit_siem._start_delivery_at_commit(), pgaudit_siem._wake_delivery_at_commit() FROM PUBLIC;
 
 SELECT pgaudit_siem._start_delivery_at_commit();
+
+CREATE VIEW pgaudit_siem.session_audit_stats AS
+    SELECT * FROM pgaudit_siem._session_audit_stats();
+REVOKE ALL ON pgaudit_siem.session_audit_stats FROM PUBLIC;
+GRANT SELECT ON pgaudit_siem.session_audit_stats TO pgaudit_admin;
+REVOKE ALL ON FUNCTION pgaudit_siem._session_audit_stats() FROM PUBLIC;
 
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE

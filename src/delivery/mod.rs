@@ -30,6 +30,7 @@
 pub mod error;
 pub mod launcher;
 pub mod outbox;
+pub mod session_stream;
 pub mod shmem;
 pub mod source;
 pub mod worker;
@@ -46,7 +47,9 @@ use pgrx::prelude::*;
 
 pub fn init() {
     shmem::init();
+    crate::events::spool::init();
     launcher::register();
+    session_stream::register();
 }
 
 extension_sql_file!(
@@ -57,7 +60,8 @@ extension_sql_file!(
         send_test_event,
         validate_siem_config,
         start_delivery_at_commit,
-        worker_pid
+        worker_pid,
+        session_stream::session_audit_stats
     ],
 );
 

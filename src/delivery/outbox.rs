@@ -38,12 +38,32 @@ const DEAD_LETTER_SQL: &str = include_str!("../../sql/queries/outbox_dead_letter
 const ACKNOWLEDGE_SQL: &str = include_str!("../../sql/queries/outbox_acknowledge.sql");
 
 /// This database's outbox.
-pub struct Outbox;
+pub struct Outbox {
+    dboid: u32,
+}
+
+impl Outbox {
+    pub fn new(dboid: u32) -> Outbox {
+        Outbox { dboid }
+    }
+}
 
 impl Source for Outbox {
     fn next_batch(&mut self, settings: &DeliverySettings) -> Plan {
         let horizon = BackgroundWorker::transaction(horizon);
-        BackgroundWorker::transaction(|| plan(settings, horizon))
+        let plan = BackgroundWorker::transaction(|| plan(settings, horizon));
+        if matches!(plan, Plan::Exit) {
+            super::shmem::mark_absent(self.dboid, super::shmem::generation());
+        }
+        plan
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        super::shmem::set_waiting(self.dboid, waiting);
+    }
+
+    fn gone_reason(&self) -> &'static str {
+        "the extension was dropped"
     }
 
     fn endpoint(&mut self) -> Option<Endpoint> {

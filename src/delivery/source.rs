@@ -70,4 +70,19 @@ pub trait Source {
     fn acknowledge(&mut self, batch: &Batch, delivered: i64, refused: &[Refused], status: Option<u16>, rate: f64);
     /// Periodic upkeep (retention).
     fn housekeeping(&mut self);
+    /// The worker waits for work (`true`) or works (`false`): sources whose writers
+    /// wake the worker use it to skip needless wake-ups.
+    fn set_waiting(&mut self, _waiting: bool) {}
+    /// Why `next_batch` said [`Plan::Exit`], for the log.
+    fn gone_reason(&self) -> &'static str {
+        "the source is gone"
+    }
+    /// How long the worker may wait at most before calling [`Source::tick`] (`None`:
+    /// as long as it likes).
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// Work due every [`Source::tick_interval`], whatever the worker is doing (flushing
+    /// the spool to disk).
+    fn tick(&mut self) {}
 }

@@ -84,20 +84,30 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
     }
     // SAFETY: reporting our application name; a static C string.
     unsafe { pg_sys::pgstat_report_appname(c"pgaudit_siem delivery".as_ptr()) };
-    let sender = match Sender::spawn() {
-        Ok(s) => s,
-        // The slot is released by the exit callback publish_worker registered.
-        Err(e) => super::error::DeliveryError::Internal(format!("cannot start the HTTP thread: {e}")).raise(),
-    };
+    // On failure the slot is released by the exit callback publish_worker registered.
+    let sender = spawn_sender();
     let database = BackgroundWorker::transaction(crate::pg::names::database);
-    let mut worker = Worker {
-        dboid: dboid.to_u32(),
+    let origin = Origin {
+        host: host_name(),
+        source: format!("pgaudit_siem:{database}"),
+    };
+    Worker::new(Outbox::new(dboid.to_u32()), origin, sender).run();
+}
+
+/// Starts the HTTP thread for a worker; the process exits with an ERROR if it cannot.
+pub fn spawn_sender() -> Sender {
+    match Sender::spawn() {
+        Ok(s) => s,
+        Err(e) => super::error::DeliveryError::Internal(format!("cannot start the HTTP thread: {e}")).raise(),
+    }
+}
+
+impl<S: Source> Worker<S> {
+    pub fn new(source: S, origin: Origin, sender: Sender) -> Worker<S> {
+        Worker {
         sender,
-        source: Outbox,
-        origin: Origin {
-            host: host_name(),
-            source: format!("pgaudit_siem:{database}"),
-        },
+        source,
+        origin,
         shutdown: false,
         reloaded: false,
         attempt: 0,
@@ -105,8 +115,8 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
         last_purge: Instant::now() - PURGE_INTERVAL,
         recent: VecDeque::new(),
         random_state: seed(),
-    };
-    worker.run();
+        }
+    }
 }
 
 fn seed() -> u64 {
@@ -118,8 +128,7 @@ fn seed() -> u64 {
     u64::from_le_bytes(bytes) | 1
 }
 
-struct Worker<S: Source> {
-    dboid: u32,
+pub struct Worker<S: Source> {
     sender: Sender,
     source: S,
     origin: Origin,
@@ -135,20 +144,19 @@ struct Worker<S: Source> {
 }
 
 impl<S: Source> Worker<S> {
-    fn run(&mut self) {
+    pub fn run(&mut self) {
         while !self.shutdown {
             self.reloaded = false;
             let settings = settings::delivery();
-            shmem::set_waiting(self.dboid, true);
+            self.source.set_waiting(true);
             let plan = self.source.next_batch(&settings);
             report_stat();
             if matches!(plan, Plan::Deliver(..) | Plan::Disabled) {
-                shmem::set_waiting(self.dboid, false);
+                self.source.set_waiting(false);
             }
             match plan {
                 Plan::Exit => {
-                    shmem::mark_absent(self.dboid, shmem::generation());
-                    log!("pgaudit_siem: extension dropped; delivery worker exiting");
+                    log!("pgaudit_siem: {}; the worker exits", self.source.gone_reason());
                     return;
                 }
                 Plan::Disabled => {
@@ -195,6 +203,13 @@ impl<S: Source> Worker<S> {
     /// Waits for the latch (and the HTTP thread, if `http`), a timeout, or a signal.
     /// A SIGHUP reloads the configuration file and sets `self.reloaded`.
     fn wait(&mut self, timeout: Option<Duration>, http: bool) {
+        // A source with periodic work (flushing the spool) gets it done whatever the
+        // worker waits for.
+        let timeout = match (timeout, self.source.tick_interval()) {
+            (Some(t), Some(tick)) => Some(t.min(tick)),
+            (None, tick) => tick,
+            (t, None) => t,
+        };
         let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_EXIT_ON_PM_DEATH;
         if timeout.is_some() {
             events |= pg_sys::WL_TIMEOUT;
@@ -227,6 +242,7 @@ impl<S: Source> Worker<S> {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             self.reloaded = true;
         }
+        self.source.tick();
     }
 
     /// Sends one request; `None` if the worker must stop first.

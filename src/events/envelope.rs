@@ -27,19 +27,29 @@ impl Head<'_> {
     /// Appends `{"id":…,"timestamp":…,"event":{…},"org":{…},"actor":{…}` (object left
     /// open for the source's members).
     pub fn write(&self, out: &mut Vec<u8>, database: &str, session_user: &str) {
-        out.extend_from_slice(b"{\"id\":\"");
-        out.extend_from_slice(self.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
-        out.extend_from_slice(b"\",\"timestamp\":");
-        json::push_string(out, time::rfc3339_utc(self.unix_micros).as_bytes());
-        out.extend_from_slice(b",\"event\":{\"category\":");
-        json::push_string(out, self.category.as_bytes());
-        out.extend_from_slice(b",\"action\":");
-        json::push_string(out, self.action.as_bytes());
-        out.extend_from_slice(b"},\"org\":");
-        push_org(out, database);
-        out.extend_from_slice(b",\"actor\":");
-        push_actor(out, session_user);
+        write_identity(out, self.id, self.unix_micros);
+        write_event(out, self.category, self.action, database, session_user);
     }
+}
+
+/// Appends `{"id":…,"timestamp":…` (the object left open).
+pub fn write_identity(out: &mut Vec<u8>, id: Uuid, unix_micros: i64) {
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":");
+    json::push_string(out, time::rfc3339_utc(unix_micros).as_bytes());
+}
+
+/// Appends `,"event":{…},"org":{…},"actor":{…}`.
+pub fn write_event(out: &mut Vec<u8>, category: &str, action: &str, database: &str, session_user: &str) {
+    out.extend_from_slice(b",\"event\":{\"category\":");
+    json::push_string(out, category.as_bytes());
+    out.extend_from_slice(b",\"action\":");
+    json::push_string(out, action.as_bytes());
+    out.extend_from_slice(b"},\"org\":");
+    push_org(out, database);
+    out.extend_from_slice(b",\"actor\":");
+    push_actor(out, session_user);
 }
 
 /// `org`: from `pgaudit_siem.org_*`, or the current database when no org is set.

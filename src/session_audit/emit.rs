@@ -20,6 +20,7 @@ use crate::settings::log_classes as classes;
 use super::format::{self, Line, Parameters, StatementPart};
 use super::stack::{self, AuditEvent, StackId};
 
+use crate::pg::unguarded;
 use crate::settings;
 
 /// Class name printed in the line and the bit that gates it.
@@ -61,16 +62,6 @@ fn classify(event: &AuditEvent) -> (&'static str, u32, bool) {
         _ => ("MISC", classes::MISC),
     };
     (name, bit, redact)
-}
-
-/// PostgreSQL functions that cannot raise an ERROR, declared without pgrx's per-call
-/// `sigsetjmp` guard for the per-line path.
-mod unguarded {
-    use pgrx::pg_sys;
-
-    unsafe extern "C-unwind" {
-        pub fn GetCommandTagName(tag: pg_sys::CommandTag::Type) -> *const std::ffi::c_char;
-    }
 }
 
 thread_local! {
@@ -126,6 +117,7 @@ pub fn log_event(id: StackId) -> bool {
     let parameter_values = (print_text && settings::log_parameter()).then(|| parameter_strings(params));
     let max_string_length = settings::log_max_string_length();
     let rows_enabled = settings::log_rows();
+    let stream = settings::session_stream_enabled();
     let mut line = LINE.take();
     let written = stack::with_event_and_counters(id, |e, counters| {
         counters.assign(e);
@@ -151,32 +143,58 @@ pub fn log_event(id: StackId) -> bool {
         // SAFETY: GetCommandTagName returns a static NUL-terminated name for every tag and
         // cannot raise an ERROR, so it is called without pgrx's per-call guard.
         let command = unsafe { CStr::from_ptr(unguarded::GetCommandTagName(e.command)) }.to_bytes();
-        format::write_line(
-            &mut line,
-            &Line {
-                object_audit: e.granted,
-                statement_id: e.statement_id,
-                substatement_id: e.substatement_id,
-                class: class_name,
-                command,
-                object_type: e.object_type.as_deref(),
-                object_name: e.object_name.as_deref(),
-                statement,
-                rows: rows_enabled.then_some(e.rows),
-            },
-            max_string_length,
-        );
+        let fields = Line {
+            object_audit: e.granted,
+            statement_id: e.statement_id,
+            substatement_id: e.substatement_id,
+            class: class_name,
+            command,
+            object_type: e.object_type.as_deref(),
+            object_name: e.object_name.as_deref(),
+            statement,
+            rows: rows_enabled.then_some(e.rows),
+        };
+        format::write_line(&mut line, &fields, max_string_length);
+        // The stream's record is built from the same fields; `None`: no stream.
+        let streamed = stream.then(|| super::record::spool(&fields, &line, max_string_length).is_ok());
         if print_text {
             e.statement_logged = true;
         }
         e.logged = true;
+        streamed
     });
-    if written.is_some() {
-        line.push(0);
-        emit(settings::audit_elevel(), &line);
+    if let Some(streamed) = written {
+        // The server log keeps the line unless the stream took it and is told to be the
+        // only destination; a record the spool refused always goes there.
+        if streamed != Some(true) || settings::session_stream_server_log() {
+            line.push(0);
+            emit(settings::audit_elevel(), &line);
+        }
+        if streamed == Some(false) {
+            warn_fallback();
+        }
     }
     LINE.set(line);
     written.is_some()
+}
+
+thread_local! {
+    static LAST_FALLBACK_WARNING: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// A WARNING (at most every 10 s per backend) that records fall back to the server log.
+fn warn_fallback() {
+    let now = std::time::Instant::now();
+    let due = LAST_FALLBACK_WARNING.with(|last| {
+        let due = last.get().is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        pgrx::warning!("pgaudit_siem: the session-audit spool is full or unusable; AUDIT records go to the server log (see pgaudit_siem.session_audit_stats)");
+    }
 }
 
 /// Output-function text of each parameter slot (`None` for NULL or untyped), as pgAudit.
@@ -211,10 +229,6 @@ fn parameter_strings(params: pg_sys::ParamListInfo) -> Vec<Option<Vec<u8>>> {
 /// `line` must be NUL-terminated.
 fn emit(level: i32, line: &[u8]) {
     debug_assert_eq!(line.last(), Some(&0));
-    unsafe extern "C-unwind" {
-        fn errstart(elevel: std::ffi::c_int, domain: *const c_char) -> bool;
-        fn errfinish(filename: *const c_char, lineno: std::ffi::c_int, funcname: *const c_char);
-    }
     let message = line.as_ptr() as *const c_char;
     // SAFETY: the elog calls follow the ereport protocol (errstart, then detail calls,
     // then errfinish). `message` outlives the call and is NUL-terminated. The level is
@@ -223,11 +237,11 @@ fn emit(level: i32, line: &[u8]) {
     // unwinds through our frames and becomes an ERROR again at the hook's #[pg_guard].
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            if errstart(level, std::ptr::null()) {
+            if unguarded::errstart(level, std::ptr::null()) {
                 pg_sys::errmsg_internal(c"%s".as_ptr(), message);
                 pg_sys::errhidestmt(true);
                 pg_sys::errhidecontext(true);
-                errfinish(
+                unguarded::errfinish(
                     c"session_audit/emit.rs".as_ptr(),
                     line!() as i32,
                     c"log_audit_event".as_ptr(),

@@ -170,20 +170,7 @@ pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, max_string_length: Option<
                 Parameters::NotLogged => out.extend_from_slice(b"<not logged>"),
                 Parameters::Values(values) if values.is_empty() => out.extend_from_slice(b"<none>"),
                 Parameters::Values(values) => {
-                    let mut inner = Vec::new();
-                    for (i, value) in values.iter().enumerate() {
-                        if i != 0 {
-                            inner.push(b',');
-                        }
-                        append_csv(
-                            &mut inner,
-                            value
-                                .as_deref()
-                                .map(|v| truncate(v, max_string_length))
-                                .as_deref(),
-                        );
-                    }
-                    append_csv(out, Some(&inner));
+                    append_csv(out, Some(&parameter_list(values, max_string_length)));
                 }
             }
         }
@@ -195,6 +182,36 @@ pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, max_string_length: Option<
     if let Some(rows) = line.rows {
         out.push(b',');
         push_int(out, rows);
+    }
+}
+
+/// The parameter values as the line's parameter field holds them before its own CSV
+/// quoting: each value truncated and CSV-quoted, comma-separated.
+fn parameter_list(values: &[Option<Vec<u8>>], max_string_length: Option<usize>) -> Vec<u8> {
+    let mut inner = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        if i != 0 {
+            inner.push(b',');
+        }
+        append_csv(&mut inner, value.as_deref().map(|v| truncate(v, max_string_length)).as_deref());
+    }
+    inner
+}
+
+/// The statement and parameter fields of a line, unquoted (what a structured record
+/// carries as `statement` and `parameter`). `None`: the field is empty in the line.
+pub fn statement_fields(statement: &StatementPart<'_>, max_string_length: Option<usize>) -> (Option<Vec<u8>>, Vec<u8>) {
+    match statement {
+        StatementPart::Text { text, parameters } => (
+            text.map(|t| truncate(t, max_string_length).into_owned()),
+            match parameters {
+                Parameters::NotLogged => b"<not logged>".to_vec(),
+                Parameters::Values(values) if values.is_empty() => b"<none>".to_vec(),
+                Parameters::Values(values) => parameter_list(values, max_string_length),
+            },
+        ),
+        StatementPart::NotLogged => (Some(b"<not logged>".to_vec()), b"<not logged>".to_vec()),
+        StatementPart::PreviouslyLogged => (Some(b"<previously logged>".to_vec()), b"<previously logged>".to_vec()),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`stack`]: the audit event stack, tied to PostgreSQL memory-context lifetimes.
 //! - [`nesting`]: the depth of function/procedure/trigger execution.
 //! - [`emit`]: classification, statement/substatement ids, emission.
+//! - [`record`]: the structured record of each line, for the session-audit stream.
 //! - [`relations`]: the SELECT/DML relation pass and object auditing.
 //! - [`error`]: pgAudit's own internal-error messages.
 //! - [`event_triggers`]: the DDL event triggers created by `CREATE EXTENSION`.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod event_triggers;
 pub mod format;
 pub mod nesting;
+pub mod record;
 pub mod relations;
 pub mod stack;
 pub mod subscriber;

@@ -95,6 +95,14 @@ static DELIVERY_RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static DELIVERY_LINGER: GucSetting<i32> = GucSetting::<i32>::new(20);
 /// `pgaudit_siem.delivery_gzip`: compress request bodies.
 static DELIVERY_GZIP: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// The session-audit stream (see `events::spool`, `delivery::shipper`).
+static SESSION_AUDIT_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static SESSION_AUDIT_FORMAT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"ndjson"));
+static SESSION_AUDIT_HEADERS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static SESSION_AUDIT_SERVER_LOG: GucSetting<bool> = GucSetting::<bool>::new(true);
+static SESSION_AUDIT_SPOOL_MAX_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static SESSION_AUDIT_SEGMENT_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
+static SESSION_AUDIT_SYNC_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// `pgaudit_siem.delivery_ca_file`: PEM CA bundle trusted instead of the built-in roots.
 static DELIVERY_CA_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
@@ -251,6 +259,7 @@ fn init_change_capture() {
         GucRegistry::define_string_guc(name, description, c"", setting, GucContext::Userset, GucFlags::default());
     }
     init_delivery();
+    init_session_audit_stream();
     // SAFETY: after this prefix's settings are defined; 'static literal.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaudit_siem".as_ptr()) };
 }
@@ -301,6 +310,52 @@ fn init_delivery() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+}
+
+fn init_session_audit_stream() {
+    use pgrx::guc::{GucContext, GucFlags, GucRegistry};
+    // The platform's integration: superuser only (PGC_SIGHUP), and the URL and headers
+    // file are hidden from everybody else (GUC_SUPERUSER_ONLY).
+    GucRegistry::define_string_guc(
+        c"pgaudit_siem.session_audit_url",
+        c"Where the session-audit stream is posted (http or https); empty: no stream.",
+        c"",
+        &SESSION_AUDIT_URL,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"pgaudit_siem.session_audit_format",
+        c"Wire format of the session-audit stream: ndjson, json, splunk_hec or opensearch_bulk.",
+        c"",
+        &SESSION_AUDIT_FORMAT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgaudit_siem.session_audit_headers_file",
+        c"File of HTTP header lines (Name: value) sent with the stream; must be readable by the server's OS user only.",
+        c"",
+        &SESSION_AUDIT_HEADERS_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
+        c"pgaudit_siem.session_audit_server_log",
+        c"Also write AUDIT lines to the server log while the session-audit stream is on.",
+        c"",
+        &SESSION_AUDIT_SERVER_LOG,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    let ints: [(&CStr, &CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 3] = [
+        (c"pgaudit_siem.session_audit_spool_max_size", c"Most unshipped session-audit records kept in the spool; beyond it records go to the server log.", &SESSION_AUDIT_SPOOL_MAX_SIZE, 1, 1024 * 1024, GucFlags::UNIT_MB),
+        (c"pgaudit_siem.session_audit_segment_size", c"Size of one spool segment file.", &SESSION_AUDIT_SEGMENT_SIZE, 1, 1024, GucFlags::UNIT_MB),
+        (c"pgaudit_siem.session_audit_sync_interval", c"How often the shipper flushes the spool to disk: what an operating-system crash may lose at most.", &SESSION_AUDIT_SYNC_INTERVAL, 10, 60_000, GucFlags::UNIT_MS),
+    ];
+    for (name, description, setting, min, max, flags) in ints {
+        GucRegistry::define_int_guc(name, description, c"", setting, min, max, GucContext::Sighup, flags);
+    }
 }
 
 // ---- Registration helpers ----
@@ -779,6 +834,42 @@ pub fn org() -> (String, String, String) {
         text_setting(&ORG_NAME),
         text_setting(&ORG_ALIAS),
     )
+}
+
+/// The session-audit stream's settings, as this process sees them now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionStreamSettings {
+    pub url: String,
+    pub format: String,
+    pub headers_file: String,
+    pub spool_max_bytes: u64,
+    pub segment_bytes: u64,
+    pub sync_interval: std::time::Duration,
+}
+
+/// Whether AUDIT records go to the stream (an URL is set).
+pub fn session_stream_enabled() -> bool {
+    // SAFETY: a plain read of the setting's C string pointer on the backend's thread.
+    let url = unsafe { *SESSION_AUDIT_URL.as_ptr() };
+    // SAFETY: a non-NULL value is a NUL-terminated string owned by the GUC machinery.
+    !url.is_null() && unsafe { *url } != 0
+}
+
+/// Whether AUDIT lines also go to the server log.
+pub fn session_stream_server_log() -> bool {
+    fast_bool(&SESSION_AUDIT_SERVER_LOG)
+}
+
+pub fn session_stream() -> SessionStreamSettings {
+    let mb = |s: &GucSetting<i32>| s.get().max(1) as u64 * 1024 * 1024;
+    SessionStreamSettings {
+        url: text_setting(&SESSION_AUDIT_URL),
+        format: text_setting(&SESSION_AUDIT_FORMAT),
+        headers_file: text_setting(&SESSION_AUDIT_HEADERS_FILE),
+        spool_max_bytes: mb(&SESSION_AUDIT_SPOOL_MAX_SIZE),
+        segment_bytes: mb(&SESSION_AUDIT_SEGMENT_SIZE),
+        sync_interval: std::time::Duration::from_millis(SESSION_AUDIT_SYNC_INTERVAL.get().max(10) as u64),
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1048,13 +1048,14 @@ fn workers_run_only_on_a_primary() {
     let mut s = standby.connect();
     let ours = |s: &mut Client| -> i64 {
         s.query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pgaudit_siem%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pgaudit_siem%' AND backend_type NOT LIKE '%session audit%'",
             &[],
         )
         .unwrap()
         .get(0)
     };
-    // Replicated events are not delivered twice: the standby runs no launcher and no worker.
+    // Replicated events are not delivered twice: the standby runs no launcher and no worker
+    // (only the session-audit shipper, which ships the standby's own sessions).
     c.batch_execute("INSERT INTO t VALUES (1)").unwrap();
     wait_until("replicated event", Duration::from_secs(20), || {
         s.query_one(

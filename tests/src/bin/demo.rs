@@ -200,16 +200,53 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     show(&mut admin, "avnadmin", "SELECT queued, delivered, retried, dead_lettered, last_http_status, avg_batch_size, worker_pid FROM pgaudit_siem.stats");
+
+    section("The platform streams the session audit trail itself (superuser, ALTER SYSTEM)");
+    let stream_url = receiver.url("/session-audit");
+    run(
+        &mut su,
+        "postgres",
+        &[
+            format!("ALTER SYSTEM SET pgaudit_siem.session_audit_url = '{stream_url}'").as_str(),
+            "ALTER SYSTEM SET pgaudit_siem.session_audit_format = 'ndjson'",
+        ],
+    );
+    cluster.reload_config();
+    let mut app = cluster.connect_as("defaultdb", "app");
+    run(
+        &mut app,
+        "app",
+        &[
+            "SELECT id, name FROM orgs WHERE id = 1",
+            "UPDATE orgs SET name = 'Acme Corp' WHERE id = 1",
+        ],
+    );
+    drop(app);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = admin
+            .query_one("SELECT records_spooled, records_shipped FROM pgaudit_siem.session_audit_stats", &[])
+            .unwrap();
+        let (spooled, shipped): (i64, i64) = (row.get(0), row.get(1));
+        if (spooled > 0 && shipped >= spooled - 1) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    show(&mut admin, "avnadmin", "SELECT records_spooled, records_shipped, records_unshipped, spool_bytes, fallbacks_to_server_log, last_http_status FROM pgaudit_siem.session_audit_stats");
     drop((su, su_db, admin));
     drop(cluster);
     println!("\ncluster stopped and removed");
 
     section(&format!(
-        "What the SIEM received ({}), in Splunk HEC envelopes",
+        "What the SIEM received ({}): change events (from Splunk HEC envelopes) and session-audit records",
         output.display()
     ));
     drop(receiver);
     for line in pgaudit_siem_tests::receiver::read_output(&output) {
-        println!("{}", serde_json::to_string_pretty(&line["event"]).unwrap());
+        // Session-audit records arrive as ndjson (the record itself); change events as
+        // HEC envelopes around the event.
+        let event = if line.get("sequence").is_some() { &line } else { &line["event"] };
+        println!("{}", serde_json::to_string_pretty(event).unwrap());
     }
 }

@@ -1,0 +1,304 @@
+//! The session-audit stream's shipper: one background worker per server that posts the
+//! spool (`events::spool`) to `pgaudit_siem.session_audit_url` with the same worker
+//! loop, sinks, retries and dead letter as change-capture delivery.
+//!
+//! # Invariants
+//! - Runs on primaries and hot standbys alike (`BgWorkerStart_ConsistentState`, no
+//!   database connection): a standby ships the records of its own sessions.
+//! - At least once, in `sequence` order: the acknowledged sequence is persisted only
+//!   after the SIEM accepted (or refused for good) every record up to it.
+//! - The spool is flushed to disk every `session_audit_sync_interval`, whatever the
+//!   worker is doing (waiting for the SIEM included).
+//! - The headers file is read by the shipper only, must be private to the server's OS
+//!   user (no group or other permission bits), and its contents never appear in logs,
+//!   errors or statistics.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::source::{Batch, Endpoint, Plan, Refused, Source};
+use super::worker::{self, Worker};
+use crate::events::spool;
+use crate::settings::{self, DeliverySettings};
+use crate::sinks::{self, Event, Origin};
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("pgaudit_siem session audit shipper")
+        .set_type("pgaudit_siem session audit shipper")
+        .set_library("pgaudit_siem")
+        .set_function("pgaudit_siem_session_shipper_main")
+        // After enable_spi_access, which would make it primary-only (RecoveryFinished).
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::ConsistentState)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // No database: only shared catalogs, so it runs on any server (standbys too) and
+    // shows in pg_stat_activity.
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    // SAFETY: static C string.
+    unsafe { pg_sys::pgstat_report_appname(c"pgaudit_siem session audit".as_ptr()) };
+    let acknowledged = spool::snapshot().shipped;
+    let source = SpoolSource {
+        reader: spool::Reader::after(acknowledged),
+        acknowledged,
+        last_sync: Instant::now(),
+        synced_from: 0,
+        reported_problem: None,
+    };
+    let origin = Origin {
+        host: worker::host_name(),
+        source: "pgaudit_siem:session_audit".into(),
+    };
+    Worker::new(source, origin, worker::spawn_sender()).run();
+}
+
+struct SpoolSource {
+    reader: spool::Reader,
+    acknowledged: u64,
+    last_sync: Instant,
+    /// Segments from this one on may hold unflushed records.
+    synced_from: u64,
+    /// The configuration problem last reported (each is logged once).
+    reported_problem: Option<String>,
+}
+
+impl SpoolSource {
+    fn report(&mut self, problem: Option<String>) {
+        if problem != self.reported_problem {
+            if let Some(p) = &problem {
+                warning!("pgaudit_siem: the session-audit stream is paused: {p}");
+            }
+            self.reported_problem = problem;
+        }
+    }
+
+    fn configured_endpoint(&self) -> Result<Option<Endpoint>, String> {
+        let stream = settings::session_stream();
+        if stream.url.is_empty() {
+            return Ok(None);
+        }
+        if let Some(problem) = super::url_problem(&stream.url) {
+            return Err(format!("pgaudit_siem.session_audit_url: {problem}"));
+        }
+        let sink = sinks::by_name(&stream.format).ok_or_else(|| {
+            format!("unknown pgaudit_siem.session_audit_format \"{}\"; supported: {}", stream.format, sinks::names())
+        })?;
+        let headers = if stream.headers_file.is_empty() {
+            Vec::new()
+        } else {
+            read_headers(&stream.headers_file)?
+        };
+        let mut hash = DefaultHasher::new();
+        (&stream.url, &stream.format, &headers).hash(&mut hash);
+        Ok(Some(Endpoint {
+            url: stream.url,
+            headers,
+            categories: None,
+            sink,
+            version: hash.finish() as i64,
+        }))
+    }
+}
+
+/// `Name: value` lines (blank lines and `#` comments skipped) from a file only the
+/// server's OS user may read. Errors never quote the file's contents.
+fn read_headers(path: &str) -> Result<Vec<(String, String)>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("pgaudit_siem.session_audit_headers_file: {e}"))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err("pgaudit_siem.session_audit_headers_file must not be accessible to group or others (chmod 600)".into());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("pgaudit_siem.session_audit_headers_file: {e}"))?;
+    let mut headers = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("pgaudit_siem.session_audit_headers_file line {}: expected \"Name: value\"", number + 1));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if let Some(problem) = super::header_problem(name, &serde_json::Value::String(value.to_owned())) {
+            return Err(format!("pgaudit_siem.session_audit_headers_file line {}: {problem}", number + 1));
+        }
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(headers)
+}
+
+/// The record's id and creation time (seconds since the epoch), read from its head.
+fn id_and_time(line: &str) -> (String, f64) {
+    let id = line.get(7..43).unwrap_or_default().to_owned();
+    let time = line
+        .find("\"timestamp\":\"")
+        .and_then(|at| line.get(at + 13..at + 13 + 27))
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6);
+    (id, time)
+}
+
+impl Source for SpoolSource {
+    fn next_batch(&mut self, settings: &DeliverySettings) -> Plan {
+        let endpoint = match self.configured_endpoint() {
+            Ok(Some(e)) => {
+                self.report(None);
+                e
+            }
+            Ok(None) => return Plan::Disabled,
+            Err(problem) => {
+                self.report(Some(problem));
+                return Plan::Disabled;
+            }
+        };
+        let snapshot = spool::snapshot();
+        if !snapshot.ready {
+            return Plan::Disabled;
+        }
+        if snapshot.shipped != self.acknowledged {
+            // The spool was rebuilt (a copy found, a crash restart): start over from it.
+            self.acknowledged = snapshot.shipped;
+            self.reader.rewind(self.acknowledged);
+        }
+        let records = match self.reader.read(snapshot.next_sequence, settings.batch_events, settings.batch_bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                warning!("pgaudit_siem: reading the session-audit spool failed: {e}");
+                self.reader.rewind(self.acknowledged);
+                return Plan::Idle;
+            }
+        };
+        let Some(&(last, _)) = records.last() else {
+            return Plan::Idle;
+        };
+        let full = records.len() >= settings.batch_events || records.iter().map(|r| r.1.len()).sum::<usize>() >= settings.batch_bytes;
+        let events: Vec<Event> = records
+            .into_iter()
+            .map(|(sequence, payload)| {
+                let (id, epoch_seconds) = id_and_time(&payload);
+                Event {
+                    xid: 0,
+                    seq: sequence as i64,
+                    id,
+                    category: "session_audit".into(),
+                    epoch_seconds,
+                    payload,
+                }
+            })
+            .collect();
+        spool::set_oldest_unshipped((events[0].epoch_seconds * 1e6) as i64);
+        let forward = (0..events.len()).collect();
+        Plan::Deliver(endpoint, Batch { events, forward, end: (0, last as i64), full })
+    }
+
+    fn endpoint(&mut self) -> Option<Endpoint> {
+        self.configured_endpoint().ok().flatten()
+    }
+
+    fn record_failure(&mut self, _events: i64, status: Option<u16>, error: &str, _backoff: Duration) {
+        spool::record_failure(status, error);
+    }
+
+    fn acknowledge(&mut self, batch: &Batch, _delivered: i64, refused: &[Refused], status: Option<u16>, _rate: f64) {
+        if !refused.is_empty() {
+            let lines: Vec<String> = refused
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "http_status": r.status,
+                        "response_excerpt": r.excerpt,
+                        "attempts": r.attempts,
+                        "record": serde_json::from_str::<serde_json::Value>(&batch.events[r.index].payload).unwrap_or_default(),
+                    })
+                    .to_string()
+                })
+                .collect();
+            if let Err(e) = spool::dead_letter(&lines) {
+                warning!("pgaudit_siem: writing the session-audit dead letter failed: {e}");
+            }
+            warning!("pgaudit_siem: {} session-audit records refused by the SIEM were written to {}/dead_letter.ndjson", refused.len(), spool::DIR);
+        }
+        let end = batch.end.1 as u64;
+        let bytes: u64 = batch.events.iter().map(|e| e.payload.len() as u64 + 1).sum();
+        match spool::acknowledge(end, bytes, refused.len() as u64, status) {
+            Ok(()) => self.acknowledged = end,
+            Err(e) => {
+                // The next start resends from the persisted position: duplicates, no loss.
+                warning!("pgaudit_siem: recording the shipped position failed: {e}");
+                self.acknowledged = end;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {}
+
+    fn gone_reason(&self) -> &'static str {
+        "the spool is gone"
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(settings::session_stream().sync_interval.min(Duration::from_millis(100)))
+    }
+
+    fn tick(&mut self) {
+        if self.last_sync.elapsed() < settings::session_stream().sync_interval {
+            return;
+        }
+        self.last_sync = Instant::now();
+        let current = spool::snapshot().segment;
+        match spool::sync_from(self.synced_from) {
+            Ok(()) => self.synced_from = current,
+            Err(e) => warning!("pgaudit_siem: flushing the session-audit spool failed: {e}"),
+        }
+    }
+}
+
+/// `pgaudit_siem._session_audit_stats()`: the stream's state (the view
+/// `pgaudit_siem.session_audit_stats` shows it to superusers and pgaudit_admin).
+#[pg_extern(name = "_session_audit_stats", volatile, parallel_safe)]
+fn session_audit_stats() -> TableIterator<
+    'static,
+    (
+        name!(enabled, bool),
+        name!(stream_id, Option<String>),
+        name!(records_spooled, i64),
+        name!(records_shipped, i64),
+        name!(records_unshipped, i64),
+        name!(spool_bytes, i64),
+        name!(oldest_unshipped_age_s, Option<f64>),
+        name!(fallbacks_to_server_log, i64),
+        name!(dead_lettered, i64),
+        name!(last_http_status, Option<i32>),
+        name!(last_error, Option<String>),
+    ),
+> {
+    let s = spool::snapshot();
+    let spooled = s.next_sequence.saturating_sub(1);
+    let unshipped = spooled.saturating_sub(s.shipped);
+    let age = (unshipped > 0 && s.oldest_unshipped_micros > 0)
+        .then(|| (crate::events::time::now_unix_micros() - s.oldest_unshipped_micros).max(0) as f64 / 1e6);
+    TableIterator::once((
+        settings::session_stream_enabled(),
+        s.ready.then(|| uuid::Uuid::from_bytes(s.stream_id).to_string()),
+        spooled as i64,
+        s.shipped as i64,
+        unshipped as i64,
+        s.total_bytes as i64,
+        age,
+        s.fallbacks as i64,
+        s.dead_lettered as i64,
+        (s.last_http_status != 0).then_some(s.last_http_status),
+        spool::last_error(),
+    ))
+}

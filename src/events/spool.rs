@@ -1,0 +1,580 @@
+//! The session-audit spool: the durable, ordered, per-server stream of AUDIT records
+//! between the backends that write them and the shipper that posts them.
+//!
+//! Layout under the data directory, `pgaudit_siem_spool/`:
+//! - `<first sequence, 16 hex digits>.seg`: append-only segments, one JSON record per
+//!   line, in `sequence` order;
+//! - `identity`: the stream id and the (device, inode) of this directory;
+//! - `shipped`: the last sequence the SIEM acknowledged;
+//! - `dead_letter.ndjson`: records the SIEM refused for good, with its answer.
+//!
+//! # Invariants
+//! - A record exists once its line would be emitted: a backend assigns the next
+//!   `sequence` and appends the whole record with one `writev` under one exclusive lock,
+//!   so file order is sequence order and a record in the page cache survives SIGKILL of
+//!   any process, a crash restart and an immediate shutdown. Only an operating-system
+//!   crash can lose what the shipper has not yet flushed (`session_audit_sync_interval`).
+//! - Sequences are gapless and survive restarts: shared memory is rebuilt from the files
+//!   (after a crash restart too) by the first process that needs it, which cuts a torn
+//!   last line and continues after the last complete record.
+//! - A copied directory (base backup, restore) is recognised by its inode: the copy's
+//!   records belong to the server it was copied from, so they are dropped and the copy
+//!   starts a stream of its own (new stream id, sequence 1).
+//! - When the unshipped spool would exceed `session_audit_spool_max_size`, or the spool
+//!   cannot be written, `append` refuses and the caller writes the line to the server log
+//!   (never silently dropped); the next record that fits is preceded by an `overflow`
+//!   record counting what went to the server log instead.
+//! - Every buffer is bounded: a record is at most one statement's audit line plus fixed
+//!   fields; readers read at most one batch.
+
+use std::cell::RefCell;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+
+/// The spool directory, relative to the data directory (every server process's cwd).
+pub const DIR: &str = "pgaudit_siem_spool";
+const LAST_ERROR_BYTES: usize = 200;
+
+/// The spool's shared state (rebuilt from the files when `ready` is false).
+#[derive(Clone, Copy)]
+pub struct SpoolState {
+    ready: bool,
+    /// The directory cannot be used (logged once); records go to the server log.
+    broken: bool,
+    next_sequence: u64,
+    /// First sequence (and name) of the segment being written.
+    segment: u64,
+    segment_bytes: u64,
+    /// Bytes of every segment still on disk.
+    total_bytes: u64,
+    /// Bytes of records not yet acknowledged (what `session_audit_spool_max_size`
+    /// bounds; after a restart, conservatively everything on disk).
+    unshipped_bytes: u64,
+    stream_id: [u8; 16],
+    /// Shipper's view, for the statistics.
+    shipped: u64,
+    dead_lettered: u64,
+    oldest_unshipped_micros: i64,
+    last_http_status: i32,
+    last_error: [u8; LAST_ERROR_BYTES],
+    last_error_len: usize,
+    /// Records sent to the server log because the spool was full or broken.
+    fallbacks: u64,
+    /// Fallbacks not yet reported in the stream by an overflow record.
+    overflow_pending: u64,
+    overflow_since_micros: i64,
+}
+
+impl Default for SpoolState {
+    fn default() -> Self {
+        SpoolState {
+            ready: false,
+            broken: false,
+            next_sequence: 1,
+            segment: 1,
+            segment_bytes: 0,
+            total_bytes: 0,
+            unshipped_bytes: 0,
+            stream_id: [0; 16],
+            shipped: 0,
+            dead_lettered: 0,
+            oldest_unshipped_micros: 0,
+            last_http_status: 0,
+            last_error: [0; LAST_ERROR_BYTES],
+            last_error_len: 0,
+            fallbacks: 0,
+            overflow_pending: 0,
+            overflow_since_micros: 0,
+        }
+    }
+}
+
+// SAFETY: plain old data (integers and byte arrays); no pointers.
+unsafe impl PGRXSharedMemory for SpoolState {}
+
+// SAFETY: initialised once from _PG_init through pg_shmem_init!, before any use.
+static SPOOL: PgLwLock<SpoolState> = unsafe { PgLwLock::new(c"pgaudit_siem_session_spool") };
+
+/// Reserves the shared state. `_PG_init` only.
+pub fn init() {
+    pg_shmem_init!(SPOOL);
+}
+
+pub fn segment_path(first: u64) -> PathBuf {
+    Path::new(DIR).join(format!("{first:016x}.seg"))
+}
+
+fn identity_path() -> PathBuf {
+    Path::new(DIR).join("identity")
+}
+
+fn shipped_path() -> PathBuf {
+    Path::new(DIR).join("shipped")
+}
+
+/// Segments on disk, by first sequence, ascending.
+pub fn segments() -> Vec<u64> {
+    let mut found: Vec<u64> = fs::read_dir(DIR)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let hex = name.strip_suffix(".seg")?;
+                    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_unstable();
+    found
+}
+
+/// The `"sequence":N` of a record line, if it has one.
+pub fn sequence_of(line: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b",\"sequence\":";
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
+}
+
+/// The last complete line of a segment (cutting a torn tail), and the segment's size.
+fn last_record(path: &Path) -> std::io::Result<(Option<u64>, u64)> {
+    let mut file = fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut tail_start = len.saturating_sub(64 * 1024);
+    loop {
+        file.seek(SeekFrom::Start(tail_start))?;
+        let mut tail = Vec::with_capacity((len - tail_start) as usize);
+        Read::by_ref(&mut file).take(len - tail_start).read_to_end(&mut tail)?;
+        let Some(last_newline) = tail.iter().rposition(|&b| b == b'\n') else {
+            if tail_start == 0 {
+                // No complete record: an empty (or wholly torn) segment.
+                file.set_len(0)?;
+                return Ok((None, 0));
+            }
+            tail_start = tail_start.saturating_sub(1024 * 1024);
+            continue;
+        };
+        let complete = tail_start + last_newline as u64 + 1;
+        if complete < len {
+            // A record cut short by a crash of the OS mid-write: never acknowledged to
+            // anyone as written, so it is dropped and its number reused.
+            file.set_len(complete)?;
+        }
+        let before = tail[..last_newline].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if before == 0 && tail_start > 0 {
+            tail_start = tail_start.saturating_sub(1024 * 1024);
+            continue;
+        }
+        return Ok((sequence_of(&tail[before..last_newline]), complete));
+    }
+}
+
+fn directory_identity() -> std::io::Result<(u64, u64)> {
+    let meta = fs::metadata(DIR)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Rebuilds `state` from the directory (under the exclusive lock).
+fn recover(state: &mut SpoolState) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(DIR)?;
+    let (dev, ino) = directory_identity()?;
+    let recorded = fs::read_to_string(identity_path()).ok().and_then(|text| {
+        let mut parts = text.split_whitespace();
+        let id = uuid::Uuid::parse_str(parts.next()?).ok()?;
+        let (d, i): (u64, u64) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        Some((id, d, i))
+    });
+    let stream_id = match recorded {
+        Some((id, d, i)) if (d, i) == (dev, ino) => id,
+        _ => {
+            // New, or a copy of another server's spool: those records are not ours.
+            for first in segments() {
+                fs::remove_file(segment_path(first))?;
+            }
+            let _ = fs::remove_file(shipped_path());
+            let id = super::id::next_id(super::time::now_unix_micros());
+            let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(identity_path())?;
+            writeln!(file, "{id} {dev} {ino}")?;
+            file.sync_all()?;
+            id
+        }
+    };
+    let shipped: u64 = fs::read_to_string(shipped_path()).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    let list = segments();
+    let mut total = 0u64;
+    for first in &list {
+        total += fs::metadata(segment_path(*first)).map(|m| m.len()).unwrap_or(0);
+    }
+    let (segment, segment_bytes, next) = match list.last() {
+        Some(&last) => {
+            let (last_sequence, size) = last_record(&segment_path(last))?;
+            total = total.saturating_sub(fs::metadata(segment_path(last)).map(|m| m.len()).unwrap_or(0)) + size;
+            (last, size, last_sequence.map_or(last, |s| s + 1))
+        }
+        None => (shipped + 1, 0, shipped + 1),
+    };
+    let next = next.max(shipped + 1);
+    let segment = if list.is_empty() || segment > next { next } else { segment };
+    fs::OpenOptions::new().append(true).create(true).mode(0o600).open(segment_path(segment))?;
+    state.stream_id = *stream_id.as_bytes();
+    state.next_sequence = next;
+    state.segment = segment;
+    state.segment_bytes = segment_bytes;
+    state.total_bytes = total;
+    state.unshipped_bytes = total;
+    state.shipped = shipped;
+    state.ready = true;
+    state.broken = false;
+    Ok(())
+}
+
+/// Makes sure the shared state reflects the directory (after start or a crash restart).
+fn ensure_ready(state: &mut SpoolState) -> bool {
+    if state.ready {
+        return true;
+    }
+    if state.broken {
+        return false;
+    }
+    match recover(state) {
+        Ok(()) => true,
+        Err(e) => {
+            state.broken = true;
+            warning!("pgaudit_siem: the session-audit spool {DIR} cannot be used ({e}); AUDIT lines go to the server log");
+            false
+        }
+    }
+}
+
+thread_local! {
+    /// This process's open segment: (first sequence, file).
+    static OPEN_SEGMENT: RefCell<Option<(u64, fs::File)>> = const { RefCell::new(None) };
+}
+
+/// Why a record was not spooled (the caller logs the line instead).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Full,
+    Broken,
+}
+
+/// What a writer knows about the stream (cached per process).
+#[derive(Clone, Copy)]
+pub struct StreamIdentity {
+    pub stream_id: [u8; 16],
+}
+
+thread_local! {
+    static IDENTITY: RefCell<Option<StreamIdentity>> = const { RefCell::new(None) };
+}
+
+/// The stream's identity, if the spool is usable.
+pub fn identity() -> Option<StreamIdentity> {
+    if let Some(known) = IDENTITY.with(|i| *i.borrow()) {
+        return Some(known);
+    }
+    let mut state = SPOOL.exclusive();
+    if !ensure_ready(&mut state) {
+        return None;
+    }
+    let known = StreamIdentity { stream_id: state.stream_id };
+    drop(state);
+    IDENTITY.with(|i| *i.borrow_mut() = Some(known));
+    Some(known)
+}
+
+/// Appends one record: `head` + the sequence + `tail` + `\n`, where `head` ends with
+/// `"sequence":` and `tail` starts right after the number. `overflow` builds the record
+/// that reports records the server log took instead (given its count and first time).
+pub fn append(
+    head: &[u8],
+    tail: &[u8],
+    max_bytes: u64,
+    segment_size: u64,
+    overflow: impl FnOnce(u64, i64) -> (Vec<u8>, Vec<u8>),
+) -> Result<u64, Refused> {
+    let mut state = SPOOL.exclusive();
+    if !ensure_ready(&mut state) {
+        state.fallbacks += 1;
+        return Err(Refused::Broken);
+    }
+    let size = (head.len() + tail.len() + 21) as u64;
+    if state.unshipped_bytes + size > max_bytes {
+        if state.overflow_pending == 0 {
+            state.overflow_since_micros = super::time::now_unix_micros();
+        }
+        state.overflow_pending += 1;
+        state.fallbacks += 1;
+        return Err(Refused::Full);
+    }
+    if state.overflow_pending > 0 {
+        let (h, t) = overflow(state.overflow_pending, state.overflow_since_micros);
+        if write_record(&mut state, &h, &t, segment_size).is_err() {
+            state.fallbacks += 1;
+            return Err(Refused::Broken);
+        }
+        state.overflow_pending = 0;
+    }
+    match write_record(&mut state, head, tail, segment_size) {
+        Ok(sequence) => Ok(sequence),
+        Err(e) => {
+            state.fallbacks += 1;
+            drop(state);
+            warning!("pgaudit_siem: writing to the session-audit spool failed ({e}); the AUDIT line goes to the server log");
+            Err(Refused::Broken)
+        }
+    }
+}
+
+/// Writes one record with the next sequence (exclusive lock held by the caller).
+fn write_record(state: &mut SpoolState, head: &[u8], tail: &[u8], segment_size: u64) -> std::io::Result<u64> {
+    let sequence = state.next_sequence;
+    let number = sequence.to_string();
+    let size = (head.len() + number.len() + tail.len() + 1) as u64;
+    if state.segment_bytes > 0 && state.segment_bytes + size > segment_size {
+        // Rotate: the new segment is named by its first sequence.
+        fs::OpenOptions::new().append(true).create(true).mode(0o600).open(segment_path(sequence))?;
+        state.segment = sequence;
+        state.segment_bytes = 0;
+    }
+    let segment = state.segment;
+    OPEN_SEGMENT.with(|open| -> std::io::Result<()> {
+        let mut open = open.borrow_mut();
+        if open.as_ref().is_none_or(|(first, _)| *first != segment) {
+            let file = fs::OpenOptions::new().append(true).create(true).mode(0o600).open(segment_path(segment))?;
+            *open = Some((segment, file));
+        }
+        let (_, file) = open.as_mut().expect("opened above");
+        let parts = [
+            std::io::IoSlice::new(head),
+            std::io::IoSlice::new(number.as_bytes()),
+            std::io::IoSlice::new(tail),
+            std::io::IoSlice::new(b"\n"),
+        ];
+        let written = file.write_vectored(&parts)?;
+        if written as u64 != size {
+            // A short write (disk full): cut it so the segment ends on a whole record.
+            let len = file.metadata()?.len();
+            file.set_len(len - written as u64)?;
+            return Err(std::io::Error::other("short write to the spool"));
+        }
+        Ok(())
+    })?;
+    state.next_sequence += 1;
+    state.segment_bytes += size;
+    state.total_bytes += size;
+    state.unshipped_bytes += size;
+    Ok(sequence)
+}
+
+/// A snapshot for the shipper and the statistics.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    pub ready: bool,
+    pub next_sequence: u64,
+    pub segment: u64,
+    pub total_bytes: u64,
+    pub unshipped_bytes: u64,
+    pub shipped: u64,
+    pub dead_lettered: u64,
+    pub fallbacks: u64,
+    pub oldest_unshipped_micros: i64,
+    pub last_http_status: i32,
+    pub stream_id: [u8; 16],
+}
+
+pub fn snapshot() -> Snapshot {
+    let mut state = SPOOL.exclusive();
+    ensure_ready(&mut state);
+    Snapshot {
+        ready: state.ready,
+        next_sequence: state.next_sequence,
+        segment: state.segment,
+        total_bytes: state.total_bytes,
+        unshipped_bytes: state.unshipped_bytes,
+        shipped: state.shipped,
+        dead_lettered: state.dead_lettered,
+        fallbacks: state.fallbacks,
+        oldest_unshipped_micros: state.oldest_unshipped_micros,
+        last_http_status: state.last_http_status,
+        stream_id: state.stream_id,
+    }
+}
+
+/// The last error the shipper recorded (already masked).
+pub fn last_error() -> Option<String> {
+    let state = SPOOL.share();
+    (state.last_error_len > 0).then(|| String::from_utf8_lossy(&state.last_error[..state.last_error_len]).into_owned())
+}
+
+/// The shipper acknowledged everything up to `sequence`: persists it and deletes the
+/// segments whose records are all acknowledged.
+/// `bytes`: the size of the acknowledged records in the spool (lines and newlines).
+pub fn acknowledge(sequence: u64, bytes: u64, dead: u64, status: Option<u16>) -> std::io::Result<()> {
+    let temporary = Path::new(DIR).join("shipped.tmp");
+    fs::write(&temporary, format!("{sequence}\n"))?;
+    fs::rename(&temporary, shipped_path())?;
+    let mut state = SPOOL.exclusive();
+    state.shipped = sequence;
+    state.unshipped_bytes = state.unshipped_bytes.saturating_sub(bytes);
+    state.dead_lettered += dead;
+    state.oldest_unshipped_micros = 0;
+    if let Some(status) = status {
+        state.last_http_status = i32::from(status);
+    }
+    state.last_error_len = 0;
+    let current = state.segment;
+    drop(state);
+    let list = segments();
+    let mut freed = 0u64;
+    for window in list.windows(2) {
+        let (first, next) = (window[0], window[1]);
+        // Every record of `first` is below `next`; the segment being written stays.
+        if next <= sequence + 1 && first != current {
+            freed += fs::metadata(segment_path(first)).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(segment_path(first))?;
+        }
+    }
+    if freed > 0 {
+        let mut state = SPOOL.exclusive();
+        state.total_bytes = state.total_bytes.saturating_sub(freed);
+    }
+    Ok(())
+}
+
+/// The creation time of the oldest record not yet shipped (set when the shipper reads
+/// it; cleared by [`acknowledge`]).
+pub fn set_oldest_unshipped(unix_micros: i64) {
+    SPOOL.exclusive().oldest_unshipped_micros = unix_micros;
+}
+
+/// A failed attempt, for the statistics.
+pub fn record_failure(status: Option<u16>, error: &str) {
+    let mut state = SPOOL.exclusive();
+    if let Some(status) = status {
+        state.last_http_status = i32::from(status);
+    }
+    let bytes = crate::pg::text::utf8_prefix(error.as_bytes(), LAST_ERROR_BYTES);
+    state.last_error[..bytes.len()].copy_from_slice(bytes);
+    state.last_error_len = bytes.len();
+}
+
+/// Appends refused records to the dead-letter file.
+pub fn dead_letter(lines: &[String]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new().append(true).create(true).mode(0o600).open(Path::new(DIR).join("dead_letter.ndjson"))?;
+    for line in lines {
+        file.write_all(line.as_bytes())?;
+        file.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Flushes segments at or after `from` to disk (the shipper, every sync interval).
+pub fn sync_from(from: u64) -> std::io::Result<()> {
+    for first in segments().into_iter().filter(|f| *f >= from) {
+        fs::File::open(segment_path(first))?.sync_data()?;
+    }
+    fs::File::open(DIR)?.sync_all()
+}
+
+/// Reads records after `after`, in order, at most `max_records` and about `max_bytes`,
+/// and only up to `below` (the next sequence at the time of the snapshot: every record
+/// below it is completely written).
+pub struct Reader {
+    /// Where the next record starts: (segment, byte offset), and its sequence.
+    position: Option<(u64, u64)>,
+    next: u64,
+}
+
+impl Reader {
+    pub fn after(acknowledged: u64) -> Reader {
+        Reader { position: None, next: acknowledged + 1 }
+    }
+
+    /// Forgets the position (after a failure that may have moved files).
+    pub fn rewind(&mut self, acknowledged: u64) {
+        *self = Reader::after(acknowledged);
+    }
+
+    /// The next records, as (sequence, line without `\n`).
+    pub fn read(&mut self, below: u64, max_records: usize, max_bytes: usize) -> std::io::Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let more = |out: &Vec<(u64, String)>, bytes: usize, next: u64| next < below && out.len() < max_records && bytes < max_bytes;
+        // Each pass reads one segment; a pass that finds nothing new moves to the next
+        // segment or stops.
+        for _ in 0..64 {
+            if !more(&out, bytes, self.next) {
+                break;
+            }
+            let (segment, offset) = match self.position {
+                Some(p) => p,
+                None => {
+                    // The segment holding `next`: the last one starting at or before it.
+                    let list = segments();
+                    match list.iter().rev().find(|&&f| f <= self.next).or(list.first()) {
+                        Some(&segment) => (segment, 0),
+                        None => break,
+                    }
+                }
+            };
+            let file = match fs::File::open(segment_path(segment)) {
+                Ok(f) => f,
+                // Deleted once fully acknowledged: look the position up again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.position = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+            reader.seek(SeekFrom::Start(offset))?;
+            let mut offset = offset;
+            let mut line = Vec::new();
+            let mut found = false;
+            while more(&out, bytes, self.next) {
+                line.clear();
+                let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut line)?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break; // the end of this segment, or a record still being written
+                }
+                offset += n as u64;
+                line.pop();
+                if let Some(sequence) = sequence_of(&line) {
+                    if sequence >= self.next {
+                        self.next = sequence + 1;
+                        bytes += line.len();
+                        found = true;
+                        out.push((sequence, String::from_utf8_lossy(&line).into_owned()));
+                    }
+                }
+            }
+            self.position = Some((segment, offset));
+            if !found {
+                match segments().into_iter().find(|&f| f > segment) {
+                    Some(following) => self.position = Some((following, 0)),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_are_read_from_the_record() {
+        assert_eq!(sequence_of(br#"{"id":"x","timestamp":"t","sequence":42,"event":{}}"#), Some(42));
+        assert_eq!(sequence_of(br#"{"id":"x"}"#), None);
+    }
+}

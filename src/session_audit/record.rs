@@ -1,0 +1,235 @@
+//! The structured record of one AUDIT line, for the session-audit stream: built where
+//! the line is built, from the same fields, and appended to the spool
+//! (`events::spool`).
+//!
+//! # Invariants
+//! - `line` is byte for byte what the server log shows after `AUDIT: `.
+//! - The record is written as two halves around its `sequence`, which the spool assigns
+//!   under its lock; nothing else in it depends on the order of writers.
+//! - Identity comes from PostgreSQL (roles, database, client address and port, backend
+//!   start, transaction id, system identifier, recovery state), never from the client.
+//! - No catalog access outside a transaction: names fall back to empty strings there.
+
+use std::cell::RefCell;
+
+use pgrx::pg_sys;
+
+use super::format::{self, Line};
+use crate::events::{envelope, id, json, spool, time};
+use crate::pg::names;
+use crate::settings;
+
+thread_local! {
+    /// Reused halves of the record (bounded by one line plus fixed fields).
+    static HALVES: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// What the session knows about itself, gathered once per backend.
+struct SessionFacts {
+    client_addr: Option<String>,
+    client_port: Option<u16>,
+    session_id: String,
+    backend_start: String,
+    cluster: String,
+    host: String,
+}
+
+thread_local! {
+    static FACTS: RefCell<Option<SessionFacts>> = const { RefCell::new(None) };
+}
+
+fn facts<R>(f: impl FnOnce(&SessionFacts) -> R) -> R {
+    FACTS.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let facts = cell.get_or_insert_with(|| {
+            // SAFETY: process globals set at backend start; MyProcPort is NULL in
+            // background workers, its strings are NUL-terminated when present.
+            unsafe {
+                let (client_addr, client_port) = match client_socket() {
+                    Some(addr) => (Some(addr.ip().to_string()), Some(addr.port())),
+                    None => (None, None),
+                };
+                SessionFacts {
+                    client_addr,
+                    client_port,
+                    // log_line_prefix %c: start time and pid in hex.
+                    session_id: { let (start, pid) = (pg_sys::MyStartTime, pg_sys::MyProcPid); format!("{start:x}.{pid:x}") },
+                    backend_start: time::rfc3339_utc(pg_sys::MyStartTimestamp + time::POSTGRES_EPOCH_UNIX_MICROS),
+                    cluster: pg_sys::GetSystemIdentifier().to_string(),
+                    host: host_name(),
+                }
+            }
+        });
+        f(facts)
+    })
+}
+
+/// The client's TCP address, from the backend's status entry (`None` for Unix sockets
+/// and background workers), as `inet_client_addr()`/`inet_client_port()` show it.
+fn client_socket() -> Option<std::net::SocketAddr> {
+    // SAFETY: MyBEEntry is this backend's own status entry (or NULL); the address was
+    // stored at connection time with its length, and is read according to its family.
+    unsafe {
+        let entry = pg_sys::MyBEEntry;
+        if entry.is_null() {
+            return None;
+        }
+        let storage = &(*entry).st_clientaddr.addr as *const _ as *const libc::sockaddr_storage;
+        match i32::from((*storage).ss_family) {
+            libc::AF_INET => {
+                let v4 = &*(storage as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+                Some(std::net::SocketAddr::new(ip.into(), u16::from_be(v4.sin_port)))
+            }
+            libc::AF_INET6 => {
+                let v6 = &*(storage as *const libc::sockaddr_in6);
+                let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
+                Some(std::net::SocketAddr::new(ip.into(), u16::from_be(v6.sin6_port)))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn push_bytes_or_null(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(v) => json::push_string(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Names need the catalog: only inside a transaction.
+fn in_transaction() -> bool {
+    // SAFETY: reads transaction state.
+    unsafe { pg_sys::IsTransactionState() }
+}
+
+/// Appends the record of `line` (`text` is the complete `AUDIT: ...` message) to the
+/// spool. `Err` when the spool refused it: the caller writes the line to the server log.
+pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> Result<u64, spool::Refused> {
+    let Some(identity) = spool::identity() else {
+        return Err(spool::Refused::Broken);
+    };
+    let stream = settings::session_stream();
+    HALVES.with(|halves| {
+        let mut halves = halves.borrow_mut();
+        let (head, tail) = &mut *halves;
+        head.clear();
+        tail.clear();
+        let now = time::now_unix_micros();
+        envelope::write_identity(head, id::next_id(now), now);
+        head.extend_from_slice(b",\"sequence\":");
+        let (database, session_user, current_user) = if in_transaction() {
+            // SAFETY: plain reads of the session's role ids.
+            unsafe {
+                (
+                    names::database(),
+                    names::role(pg_sys::GetSessionUserId()),
+                    names::role(pg_sys::GetUserId()),
+                )
+            }
+        } else {
+            (String::new(), String::new(), String::new())
+        };
+        let action = String::from_utf8_lossy(line.command).to_ascii_lowercase();
+        envelope::write_event(tail, "session_audit", &action, &database, &session_user);
+        tail.extend_from_slice(b",\"audit\":{\"type\":");
+        tail.extend_from_slice(if line.object_audit { b"\"OBJECT\"" } else { b"\"SESSION\"" });
+        tail.extend_from_slice(format!(",\"statement_id\":{},\"substatement_id\":{},\"class\":", line.statement_id, line.substatement_id).as_bytes());
+        json::push_string(tail, line.class.as_bytes());
+        tail.extend_from_slice(b",\"command\":");
+        json::push_string(tail, line.command);
+        tail.extend_from_slice(b",\"object_type\":");
+        push_bytes_or_null(tail, line.object_type);
+        tail.extend_from_slice(b",\"object_name\":");
+        push_bytes_or_null(tail, line.object_name);
+        let (statement, parameter) = format::statement_fields(&line.statement, max_string_length);
+        tail.extend_from_slice(b",\"statement\":");
+        push_bytes_or_null(tail, statement.as_deref());
+        tail.extend_from_slice(b",\"parameter\":");
+        json::push_string(tail, &parameter);
+        tail.extend_from_slice(b",\"rows\":");
+        match line.rows {
+            Some(rows) => tail.extend_from_slice(rows.to_string().as_bytes()),
+            None => tail.extend_from_slice(b"null"),
+        }
+        tail.extend_from_slice(b"},\"line\":");
+        json::push_string(tail, text.strip_prefix(b"AUDIT: ").unwrap_or(text));
+        tail.extend_from_slice(b",\"session\":{\"database\":");
+        json::push_string(tail, database.as_bytes());
+        tail.extend_from_slice(b",\"session_user\":");
+        json::push_string(tail, session_user.as_bytes());
+        tail.extend_from_slice(b",\"current_user\":");
+        json::push_string(tail, current_user.as_bytes());
+        tail.extend_from_slice(b",\"application_name\":");
+        // SAFETY: the setting's NUL-terminated value, or NULL.
+        let application = unsafe { names::cstr_or_empty(pg_sys::application_name) };
+        json::push_string(tail, application.as_bytes());
+        // SAFETY: reads the top-level transaction id, if one was assigned.
+        let xid = unsafe { pg_sys::GetTopFullTransactionIdIfAny() }.value;
+        // SAFETY: plain reads of process globals.
+        let (pid, standby) = unsafe { (pg_sys::MyProcPid, pg_sys::RecoveryInProgress()) };
+        facts(|f| {
+            tail.extend_from_slice(b",\"client_addr\":");
+            push_bytes_or_null(tail, f.client_addr.as_deref().map(str::as_bytes));
+            tail.extend_from_slice(b",\"client_port\":");
+            match f.client_port {
+                Some(p) => tail.extend_from_slice(p.to_string().as_bytes()),
+                None => tail.extend_from_slice(b"null"),
+            }
+            tail.extend_from_slice(format!(",\"pid\":{pid},\"session_id\":").as_bytes());
+            json::push_string(tail, f.session_id.as_bytes());
+            tail.extend_from_slice(b",\"backend_start\":");
+            json::push_string(tail, f.backend_start.as_bytes());
+            tail.extend_from_slice(b",\"transaction_id\":");
+            if xid == 0 {
+                tail.extend_from_slice(b"null");
+            } else {
+                tail.extend_from_slice(xid.to_string().as_bytes());
+            }
+            tail.extend_from_slice(b"},\"source\":{\"host\":");
+            json::push_string(tail, f.host.as_bytes());
+            tail.extend_from_slice(b",\"cluster\":");
+            json::push_string(tail, f.cluster.as_bytes());
+            tail.extend_from_slice(b",\"role\":");
+            json::push_string(tail, if standby { b"standby" } else { b"primary" });
+            tail.extend_from_slice(b",\"stream\":\"");
+            tail.extend_from_slice(
+                uuid::Uuid::from_bytes(identity.stream_id)
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer())
+                    .as_bytes(),
+            );
+            tail.extend_from_slice(b"\"}}");
+        });
+        spool::append(head, tail, stream.spool_max_bytes, stream.segment_bytes, |count, since| {
+            overflow_record(count, since, &database, &session_user)
+        })
+    })
+}
+
+/// The record that tells the SIEM `count` records went to the server log instead.
+fn overflow_record(count: u64, since: i64, database: &str, session_user: &str) -> (Vec<u8>, Vec<u8>) {
+    let now = time::now_unix_micros();
+    let mut head = Vec::with_capacity(160);
+    envelope::write_identity(&mut head, id::next_id(now), now);
+    head.extend_from_slice(b",\"sequence\":");
+    let mut tail = Vec::with_capacity(400);
+    envelope::write_event(&mut tail, "session_audit", "spool_overflow", database, session_user);
+    tail.extend_from_slice(format!(",\"overflow\":{{\"records_in_server_log\":{count},\"since\":").as_bytes());
+    json::push_string(&mut tail, time::rfc3339_utc(since).as_bytes());
+    tail.extend_from_slice(b",\"until\":");
+    json::push_string(&mut tail, time::rfc3339_utc(now).as_bytes());
+    tail.extend_from_slice(b"}}");
+    (head, tail)
+}

@@ -1,0 +1,302 @@
+//! The session-audit stream on real clusters and the local receiver: every AUDIT line
+//! arrives as a record whose `line` equals the server log's, with a gapless `sequence`,
+//! through kills, crash restarts, immediate shutdowns, receiver outages, a full spool,
+//! and on a hot standby.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use pgaudit_siem_tests::receiver::{Faults, Receiver};
+use pgaudit_siem_tests::{audit_lines, wait_until, Cluster, ClusterBuilder};
+use serde_json::Value;
+
+fn builder(name: &str, receiver: &Receiver) -> ClusterBuilder {
+    Cluster::builder()
+        .name(name)
+        .preload("pgaudit_siem")
+        .setting("pgaudit.featureEnabled", "on")
+        .setting("pgaudit.log", "'all'")
+        .setting("pgaudit.log_parameter", "on")
+        .setting("pgaudit_siem.session_audit_url", &format!("'{}'", receiver.url("/stream")))
+        .setting("pgaudit_siem.delivery_retry_base", "'20ms'")
+        .setting("pgaudit_siem.delivery_retry_max", "'300ms'")
+        .setting("pgaudit_siem.delivery_timeout", "'2s'")
+}
+
+/// Session-audit records received, by sequence (duplicates counted), for one stream.
+fn records(receiver: &Receiver) -> (BTreeMap<u64, Value>, usize) {
+    let mut by_sequence = BTreeMap::new();
+    let mut duplicates = 0;
+    for r in receiver.events() {
+        if r.event["event"]["category"] != "session_audit" {
+            continue;
+        }
+        let sequence = r.event["sequence"].as_u64().expect("sequence");
+        if by_sequence.insert(sequence, r.event.clone()).is_some() {
+            duplicates += 1;
+        }
+    }
+    (by_sequence, duplicates)
+}
+
+fn audit_records(receiver: &Receiver) -> Vec<Value> {
+    records(receiver)
+        .0
+        .into_values()
+        .filter(|r| r["event"]["action"] != "spool_overflow")
+        .collect()
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+/// Waits until the stream holds as many AUDIT records as the server log has lines.
+fn wait_for_all_lines(cluster: &Cluster, receiver: &Receiver) -> Vec<String> {
+    let mut server = Vec::new();
+    wait_until("every AUDIT line in the stream", Duration::from_secs(60), || {
+        server = audit_lines(&cluster.log_records());
+        audit_records(receiver).len() >= server.len() && !server.is_empty()
+    });
+    server
+}
+
+fn assert_gapless(receiver: &Receiver) {
+    let (by_sequence, duplicates) = records(receiver);
+    let first = *by_sequence.keys().next().unwrap();
+    let last = *by_sequence.keys().last().unwrap();
+    assert_eq!(first, 1, "the stream starts at 1");
+    assert_eq!(by_sequence.len() as u64, last, "sequence has gaps: {:?}", {
+        let have: HashSet<u64> = by_sequence.keys().copied().collect();
+        (1..=last).filter(|s| !have.contains(s)).take(20).collect::<Vec<_>>()
+    });
+    eprintln!("{last} records, {duplicates} duplicates redelivered");
+}
+
+#[test]
+fn every_audit_line_arrives_as_a_record_equal_to_the_server_log() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-lines", &receiver).start_logged();
+    let mut c = cluster.connect();
+    c.batch_execute(
+        "CREATE TABLE orgs (id int PRIMARY KEY, name text);
+         CREATE FUNCTION add_org(i int) RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO orgs VALUES (i, 'org ' || i); END $$;",
+    )
+    .unwrap();
+    c.execute("INSERT INTO orgs VALUES ($1, $2)", &[&1i32, &"Ünïcødé, \"quoted\"\nnew line"]).unwrap();
+    c.batch_execute("SELECT add_org(2)").unwrap();
+    c.batch_execute("BEGIN; INSERT INTO orgs VALUES (3, 'rolled back'); ROLLBACK").unwrap();
+    assert!(c.batch_execute("SELECT * FROM orgs WHERE id = 1/0").is_err());
+    c.batch_execute("SELECT id,\n       name\n  FROM orgs\n -- a comment\n ORDER BY 1").unwrap();
+    let status = cluster
+        .pgbench()
+        .args(["-i", "-s", "1", "-q", "postgres"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let run = cluster
+        .pgbench()
+        .args(["-c", "2", "-t", "50", "postgres"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    drop(c);
+    let server = wait_for_all_lines(&cluster, &receiver);
+    let stream: Vec<String> = audit_records(&receiver)
+        .iter()
+        .map(|r| r["line"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sorted(stream), sorted(server.clone()), "the stream's lines are the server log's");
+    assert_gapless(&receiver);
+    // The fields match the line, and identity comes from the server.
+    let records = audit_records(&receiver);
+    let insert = records
+        .iter()
+        .find(|r| r["line"].as_str().unwrap().contains("Ünïcødé"))
+        .expect("the unicode insert");
+    assert_eq!(insert["audit"]["type"], "SESSION");
+    assert_eq!(insert["audit"]["class"], "WRITE");
+    assert_eq!(insert["audit"]["command"], "INSERT");
+    assert_eq!(insert["event"]["action"], "insert");
+    assert!(insert["audit"]["parameter"].as_str().unwrap().contains("Ünïcødé"));
+    assert_eq!(insert["session"]["database"], "postgres");
+    assert_eq!(insert["session"]["session_user"], "postgres");
+    assert_eq!(insert["session"]["client_addr"], "127.0.0.1");
+    assert!(insert["session"]["client_port"].as_u64().is_some());
+    // The line is written before the INSERT takes its transaction id.
+    assert!(insert["session"]["transaction_id"].is_null() || insert["session"]["transaction_id"].is_u64());
+    let commit = records.iter().find(|r| r["audit"]["command"] == "COMMIT" || r["audit"]["command"] == "ROLLBACK");
+    assert!(commit.is_some_and(|r| r["session"]["transaction_id"].is_u64()), "{commit:?}");
+    assert_eq!(insert["source"]["role"], "primary");
+    let sysid: String = cluster
+        .connect()
+        .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(insert["source"]["cluster"], sysid.as_str());
+    cluster.assert_no_crash();
+}
+
+#[test]
+fn server_log_off_leaves_the_lines_to_the_stream_only() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-only", &receiver)
+        .setting("pgaudit_siem.session_audit_server_log", "off")
+        .start_logged();
+    let mut c = cluster.connect();
+    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1); SELECT * FROM t").unwrap();
+    wait_until("three records", Duration::from_secs(30), || audit_records(&receiver).len() >= 3);
+    assert!(audit_lines(&cluster.log_records()).is_empty(), "no AUDIT line in the server log");
+    assert_gapless(&receiver);
+}
+
+#[test]
+fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let mut cluster = builder("stream-faults", &receiver).start_logged();
+    let shipper = |cluster: &Cluster| -> Option<i32> {
+        cluster
+            .connect()
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE '%session audit%'",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get(0))
+    };
+    let work = |cluster: &Cluster, from: i32, to: i32| {
+        let mut c = cluster.connect();
+        for n in from..to {
+            c.execute("SELECT $1::int", &[&n]).unwrap();
+        }
+    };
+    wait_until("the shipper", Duration::from_secs(20), || shipper(&cluster).is_some());
+    work(&cluster, 0, 200);
+    // SIGKILL of the shipper: the postmaster restarts the cluster; the spool survives.
+    let pid = shipper(&cluster).unwrap();
+    // SAFETY: a signal to a process of our test cluster.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_until("a new shipper", Duration::from_secs(30), || {
+        cluster.try_connect_as("postgres", "postgres", "probe").is_ok()
+            && shipper(&cluster).is_some_and(|p| p != pid)
+    });
+    work(&cluster, 200, 400);
+    // SIGKILL of a client backend in the middle of its statements (crash restart).
+    let mut victim = cluster.connect();
+    let victim_pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    for n in 0..50 {
+        victim.execute("SELECT $1::int + 1", &[&n]).unwrap();
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
+    drop(victim);
+    wait_until("crash recovery", Duration::from_secs(30), || {
+        cluster.try_connect_as("postgres", "postgres", "probe").is_ok() && shipper(&cluster).is_some()
+    });
+    // A receiver outage, then an immediate shutdown while records wait.
+    receiver.set_faults(Faults { status: Some(503), ..Faults::default() });
+    work(&cluster, 400, 600);
+    cluster.stop("immediate");
+    cluster.restart();
+    work(&cluster, 600, 700);
+    receiver.clear_faults();
+    let server = wait_for_all_lines(&cluster, &receiver);
+    let stream: HashSet<String> = audit_records(&receiver)
+        .iter()
+        .map(|r| r["line"].as_str().unwrap().to_owned())
+        .collect();
+    let missing: Vec<&String> = server.iter().filter(|l| !stream.contains(*l)).take(10).collect();
+    assert!(missing.is_empty(), "lines in the server log but not in the stream: {missing:?}");
+    assert_gapless(&receiver);
+}
+
+#[test]
+fn a_full_spool_falls_back_to_the_server_log_and_says_so() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-full", &receiver)
+        .setting("pgaudit_siem.session_audit_server_log", "off")
+        .setting("pgaudit_siem.session_audit_spool_max_size", "'1MB'")
+        .setting("pgaudit_siem.session_audit_segment_size", "'1MB'")
+        .start_logged();
+    // The SIEM refuses to answer: nothing is shipped, the spool fills.
+    receiver.set_faults(Faults { hang: true, ..Faults::default() });
+    let mut c = cluster.connect();
+    let filler = "x".repeat(1000);
+    for n in 0..2000 {
+        c.execute("SELECT $1::int, $2::text", &[&n, &filler]).unwrap();
+    }
+    let log = cluster.log_records();
+    assert!(
+        log.iter().any(|r| r.severity == "WARNING" && r.message.contains("session-audit spool is full")),
+        "a WARNING says so"
+    );
+    let fallen_back = audit_lines(&log).len();
+    assert!(fallen_back > 100, "records beyond the spool go to the server log ({fallen_back})");
+    c.batch_execute("CREATE EXTENSION pgaudit_siem").unwrap();
+    let fallbacks: i64 = c
+        .query_one("SELECT fallbacks_to_server_log FROM pgaudit_siem.session_audit_stats", &[])
+        .unwrap()
+        .get(0);
+    assert!(fallbacks >= fallen_back as i64, "{fallbacks} fallbacks counted, {fallen_back} lines");
+    // Once the SIEM answers, the spool drains, and the next record is preceded by one
+    // that counts what the server log took instead.
+    receiver.clear_faults();
+    let spooled: i64 = c
+        .query_one("SELECT records_spooled FROM pgaudit_siem.session_audit_stats", &[])
+        .unwrap()
+        .get(0);
+    wait_until("the spool drained", Duration::from_secs(60), || {
+        c.query_one("SELECT records_shipped FROM pgaudit_siem.session_audit_stats", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            >= spooled
+    });
+    c.batch_execute("SELECT 'after the overflow'").unwrap();
+    wait_until("the overflow record", Duration::from_secs(30), || {
+        records(&receiver).0.values().any(|r| {
+            r["event"]["action"] == "spool_overflow" && r["overflow"]["records_in_server_log"].as_u64().unwrap_or(0) > 0
+        })
+    });
+    assert_gapless(&receiver);
+    cluster.assert_no_crash();
+}
+
+#[test]
+fn a_hot_standby_ships_its_own_records_under_its_own_stream() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let primary = builder("stream-primary", &receiver).start_logged();
+    primary.connect().batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").unwrap();
+    wait_until("primary records", Duration::from_secs(30), || !audit_records(&receiver).is_empty());
+    let standby = primary.start_standby(builder("stream-standby", &receiver));
+    let mut s = standby.connect();
+    wait_until("the standby has the table", Duration::from_secs(30), || {
+        s.query_one("SELECT count(*) FROM pg_class WHERE relname = 't'", &[]).unwrap().get::<_, i64>(0) == 1
+    });
+    s.batch_execute("SELECT * FROM t /* on the standby */").unwrap();
+    wait_until("the standby's record", Duration::from_secs(30), || {
+        receiver.events().iter().any(|r| r.event["source"]["role"] == "standby")
+    });
+    let events: Vec<Value> = receiver.events().into_iter().map(|r| r.event).collect();
+    let stream_of = |role: &str| -> HashSet<String> {
+        events
+            .iter()
+            .filter(|e| e["source"]["role"] == role)
+            .map(|e| e["source"]["stream"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (primary_streams, standby_streams) = (stream_of("primary"), stream_of("standby"));
+    assert_eq!(primary_streams.len(), 1);
+    assert_eq!(standby_streams.len(), 1);
+    assert!(primary_streams.is_disjoint(&standby_streams), "a copy starts a stream of its own");
+    // The standby did not re-ship the primary's spool (which its base backup copied).
+    let standby_lines: Vec<&str> = events
+        .iter()
+        .filter(|e| e["source"]["role"] == "standby")
+        .map(|e| e["line"].as_str().unwrap())
+        .collect();
+    assert!(standby_lines.iter().all(|l| !l.contains("INSERT INTO t VALUES (1)")), "{standby_lines:?}");
+    assert!(standby_lines.iter().any(|l| l.contains("on the standby")));
+    standby.assert_no_crash();
+}
