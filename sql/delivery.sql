@@ -266,3 +266,5 @@ CREATE VIEW pgaudit_siem.session_audit_stats AS
 REVOKE ALL ON pgaudit_siem.session_audit_stats FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.session_audit_stats TO pgaudit_admin;
 REVOKE ALL ON FUNCTION pgaudit_siem._session_audit_stats() FROM PUBLIC;
+-- A view checks the functions it calls as its reader (like _worker_pid for stats).
+GRANT EXECUTE ON FUNCTION pgaudit_siem._session_audit_stats() TO pgaudit_admin;

@@ -689,6 +689,7 @@ CREATE VIEW pgaudit_siem.session_audit_stats AS
 REVOKE ALL ON pgaudit_siem.session_audit_stats FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.session_audit_stats TO pgaudit_admin;
 REVOKE ALL ON FUNCTION pgaudit_siem._session_audit_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem._session_audit_stats() TO pgaudit_admin;
 
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE

@@ -234,7 +234,13 @@ fn a_full_spool_falls_back_to_the_server_log_and_says_so() {
     );
     let fallen_back = audit_lines(&log).len();
     assert!(fallen_back > 100, "records beyond the spool go to the server log ({fallen_back})");
-    c.batch_execute("CREATE EXTENSION pgaudit_siem").unwrap();
+    c.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE ROLE platform LOGIN IN ROLE pgaudit_admin").unwrap();
+    // What the delegated admin sees (the view is for superusers and pgaudit_admin).
+    let mut admin = cluster.connect_as("postgres", "platform");
+    let _: i64 = admin
+        .query_one("SELECT records_spooled FROM pgaudit_siem.session_audit_stats", &[])
+        .unwrap()
+        .get(0);
     let fallbacks: i64 = c
         .query_one("SELECT fallbacks_to_server_log FROM pgaudit_siem.session_audit_stats", &[])
         .unwrap()
