@@ -138,15 +138,16 @@ fn read_headers(path: &str) -> Result<Vec<(String, String)>, String> {
     Ok(headers)
 }
 
-/// The record's id and creation time (seconds since the epoch), read from its head.
-fn id_and_time(line: &str) -> (String, f64) {
-    let id = line.get(7..43).unwrap_or_default().to_owned();
-    let time = line
-        .find("\"timestamp\":\"")
-        .and_then(|at| line.get(at + 13..at + 13 + 27))
+/// The record's id, read from its fixed-size head.
+fn record_id(line: &str) -> String {
+    line.get(7..43).unwrap_or_default().to_owned()
+}
+
+/// The record's creation time in seconds since the epoch (`"timestamp"` follows the id).
+fn record_time(line: &str) -> f64 {
+    line.get(58..85)
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6);
-    (id, time)
+        .map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6)
 }
 
 impl Source for SpoolSource {
@@ -183,10 +184,13 @@ impl Source for SpoolSource {
             return Plan::Idle;
         };
         let full = records.len() >= settings.batch_events || records.iter().map(|r| r.1.len()).sum::<usize>() >= settings.batch_bytes;
+        let needs_time = endpoint.sink.needs_time();
+        let oldest = records.first().map_or(0.0, |r| record_time(&r.1));
         let events: Vec<Event> = records
             .into_iter()
             .map(|(sequence, payload)| {
-                let (id, epoch_seconds) = id_and_time(&payload);
+                let id = record_id(&payload);
+                let epoch_seconds = if needs_time { record_time(&payload) } else { 0.0 };
                 Event {
                     xid: 0,
                     seq: sequence as i64,
@@ -197,7 +201,7 @@ impl Source for SpoolSource {
                 }
             })
             .collect();
-        spool::set_oldest_unshipped((events[0].epoch_seconds * 1e6) as i64);
+        spool::set_oldest_unshipped((oldest * 1e6) as i64);
         let forward = (0..events.len()).collect();
         Plan::Deliver(endpoint, Batch { events, forward, end: (0, last as i64), full })
     }
@@ -301,4 +305,21 @@ fn session_audit_stats() -> TableIterator<
         (s.last_http_status != 0).then_some(s.last_http_status),
         spool::last_error(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_and_time_are_read_from_the_fixed_head() {
+        let mut head = Vec::new();
+        let id = uuid::Uuid::parse_str("01a23c00-6048-75e7-a57f-285724ff403f").unwrap();
+        crate::events::envelope::write_identity(&mut head, id, 1_735_138_630_123_456);
+        head.extend_from_slice(b",\"sequence\":7}");
+        let line = String::from_utf8(head).unwrap();
+        assert_eq!(record_id(&line), id.to_string());
+        assert_eq!(record_time(&line), 1_735_138_630.123456);
+        assert_eq!(spool::sequence_of(line.as_bytes()), Some(7));
+    }
 }

@@ -138,7 +138,9 @@ pub fn segments() -> Vec<u64> {
 /// The `"sequence":N` of a record line, if it has one.
 pub fn sequence_of(line: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b",\"sequence\":";
-    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    // The key follows the fixed-size id and timestamp: only the head is searched.
+    let head = &line[..line.len().min(160)];
+    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
 }

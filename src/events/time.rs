@@ -25,7 +25,7 @@ pub fn to_postgres_timestamp(unix_micros: i64) -> i64 {
 /// RFC 3339 UTC with microseconds for a Unix time in µs.
 pub fn rfc3339_utc(unix_micros: i64) -> String {
     match chrono::DateTime::from_timestamp_micros(unix_micros) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         // Outside chrono's range (±262 000 years): PostgreSQL's clock never gets there.
         None => String::from("1970-01-01T00:00:00.000000Z"),
     }

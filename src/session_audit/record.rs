@@ -120,7 +120,7 @@ pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> 
     let Some(identity) = spool::identity() else {
         return Err(spool::Refused::Broken);
     };
-    let stream = settings::session_stream();
+    let (spool_max_bytes, segment_bytes) = settings::session_stream_limits();
     HALVES.with(|halves| {
         let mut halves = halves.borrow_mut();
         let (head, tail) = &mut *halves;
@@ -212,7 +212,7 @@ pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> 
             );
             tail.extend_from_slice(b"\"}}");
         });
-        spool::append(head, tail, stream.spool_max_bytes, stream.segment_bytes, |count, since| {
+        spool::append(head, tail, spool_max_bytes, segment_bytes, |count, since| {
             overflow_record(count, since, &database, &session_user)
         })
     })

@@ -855,6 +855,13 @@ pub fn session_stream_enabled() -> bool {
     !url.is_null() && unsafe { *url } != 0
 }
 
+/// The spool's size limits in bytes (maximum unshipped, one segment), for the per-record
+/// path (no allocation).
+pub fn session_stream_limits() -> (u64, u64) {
+    let mb = |s: &GucSetting<i32>| s.get().max(1) as u64 * 1024 * 1024;
+    (mb(&SESSION_AUDIT_SPOOL_MAX_SIZE), mb(&SESSION_AUDIT_SEGMENT_SIZE))
+}
+
 /// Whether AUDIT lines also go to the server log.
 pub fn session_stream_server_log() -> bool {
     fast_bool(&SESSION_AUDIT_SERVER_LOG)

@@ -61,6 +61,11 @@ pub trait Sink: Sync {
     fn item_statuses(&self, _response: &[u8], _items: usize) -> Option<Option<Vec<ItemStatus>>> {
         Some(None)
     }
+    /// Whether the envelope needs each event's time (`Event::epoch_seconds`); sources
+    /// that must parse it from the document skip that otherwise.
+    fn needs_time(&self) -> bool {
+        false
+    }
     /// An endpoint that checks credentials without sending an event, if the SIEM has one.
     fn health_check_url(&self, _url: &str) -> Option<String> {
         None

@@ -35,6 +35,9 @@ impl Sink for SplunkHec {
         body.extend_from_slice(event.payload.as_bytes());
         body.push(b'}');
     }
+    fn needs_time(&self) -> bool {
+        true
+    }
     fn health_check_url(&self, url: &str) -> Option<String> {
         let uri = url.parse::<ureq::http::Uri>().ok()?;
         Some(format!(
