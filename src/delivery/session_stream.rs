@@ -55,6 +55,7 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
         acknowledged,
         last_sync: Instant::now(),
         synced_from: 0,
+        synced_below: 0,
         reported_problem: None,
     };
     let origin = Origin {
@@ -70,6 +71,8 @@ struct SpoolSource {
     last_sync: Instant,
     /// Segments from this one on may hold unflushed records.
     synced_from: u64,
+    /// Every record below this sequence is on disk.
+    synced_below: u64,
     /// The configuration problem last reported (each is logged once).
     reported_problem: Option<String>,
 }
@@ -167,12 +170,28 @@ impl Source for SpoolSource {
         if !snapshot.ready {
             return Plan::Disabled;
         }
+        // Only flushed records are shipped: after an operating-system crash the SIEM never
+        // holds a sequence the spool lost (and would reuse).
+        if snapshot.next_sequence > self.synced_below {
+            let below = snapshot.next_sequence;
+            match spool::sync_from(self.synced_from) {
+                Ok(()) => {
+                    self.synced_below = below;
+                    self.synced_from = snapshot.segment;
+                    self.last_sync = Instant::now();
+                }
+                Err(e) => {
+                    warning!("pgaudit_siem: flushing the session-audit spool failed: {e}");
+                    return Plan::Idle;
+                }
+            }
+        }
         if snapshot.shipped != self.acknowledged {
             // The spool was rebuilt (a copy found, a crash restart): start over from it.
             self.acknowledged = snapshot.shipped;
             self.reader.rewind(self.acknowledged);
         }
-        let records = match self.reader.read(snapshot.next_sequence, settings.batch_events, settings.batch_bytes) {
+        let records = match self.reader.read(self.synced_below, settings.batch_events, settings.batch_bytes) {
             Ok(r) => r,
             Err(e) => {
                 warning!("pgaudit_siem: reading the session-audit spool failed: {e}");
@@ -223,13 +242,16 @@ impl Source for SpoolSource {
                         "http_status": r.status,
                         "response_excerpt": r.excerpt,
                         "attempts": r.attempts,
-                        "record": serde_json::from_str::<serde_json::Value>(&batch.events[r.index].payload).unwrap_or_default(),
+                        "record": batch.events[r.index].payload,
                     })
                     .to_string()
                 })
                 .collect();
             if let Err(e) = spool::dead_letter(&lines) {
-                warning!("pgaudit_siem: writing the session-audit dead letter failed: {e}");
+                // Not acknowledged: the batch stays and is sent again (duplicates, no loss).
+                warning!("pgaudit_siem: writing the session-audit dead letter failed ({e}); the records stay in the spool");
+                self.reader.rewind(self.acknowledged);
+                return;
             }
             warning!("pgaudit_siem: {} session-audit records refused by the SIEM were written to {}/dead_letter.ndjson", refused.len(), spool::DIR);
         }
@@ -260,9 +282,12 @@ impl Source for SpoolSource {
             return;
         }
         self.last_sync = Instant::now();
-        let current = spool::snapshot().segment;
+        let snapshot = spool::snapshot();
         match spool::sync_from(self.synced_from) {
-            Ok(()) => self.synced_from = current,
+            Ok(()) => {
+                self.synced_from = snapshot.segment;
+                self.synced_below = self.synced_below.max(snapshot.next_sequence);
+            }
             Err(e) => warning!("pgaudit_siem: flushing the session-audit spool failed: {e}"),
         }
     }

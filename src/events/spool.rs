@@ -39,13 +39,16 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 /// The spool directory, relative to the data directory (every server process's cwd).
 pub const DIR: &str = "pgaudit_siem_spool";
 const LAST_ERROR_BYTES: usize = 200;
+/// No record line can be longer (records carry at most a 256 kB line, escaped twice).
+const MAX_READ_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The spool's shared state (rebuilt from the files when `ready` is false).
 #[derive(Clone, Copy)]
 pub struct SpoolState {
     ready: bool,
-    /// The directory cannot be used (logged once); records go to the server log.
-    broken: bool,
+    /// The directory could not be used: when (Unix µs; 0 = fine). Records go to the
+    /// server log; recovery is tried again after [`RETRY_BROKEN_MICROS`].
+    broken_since: i64,
     next_sequence: u64,
     /// First sequence (and name) of the segment being written.
     segment: u64,
@@ -74,7 +77,7 @@ impl Default for SpoolState {
     fn default() -> Self {
         SpoolState {
             ready: false,
-            broken: false,
+            broken_since: 0,
             next_sequence: 1,
             segment: 1,
             segment_bytes: 0,
@@ -186,25 +189,48 @@ fn directory_identity() -> std::io::Result<(u64, u64)> {
 /// Rebuilds `state` from the directory (under the exclusive lock).
 fn recover(state: &mut SpoolState) -> std::io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(DIR)?;
-    let (dev, ino) = directory_identity()?;
-    let recorded = fs::read_to_string(identity_path()).ok().and_then(|text| {
-        let mut parts = text.split_whitespace();
-        let id = uuid::Uuid::parse_str(parts.next()?).ok()?;
-        let (d, i): (u64, u64) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-        Some((id, d, i))
-    });
+    let (_, ino) = directory_identity()?;
+    // Only a missing identity file means "new"; any other read error stops here (the
+    // spool is left alone and recovery is retried later).
+    let recorded = match fs::read_to_string(identity_path()) {
+        Ok(text) => {
+            let mut parts = text.split_whitespace();
+            let parsed = (|| {
+                let id = uuid::Uuid::parse_str(parts.next()?).ok()?;
+                let _device: u64 = parts.next()?.parse().ok()?;
+                let inode: u64 = parts.next()?.parse().ok()?;
+                Some((id, inode))
+            })();
+            Some(parsed.ok_or_else(|| std::io::Error::other("unreadable identity file"))?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     let stream_id = match recorded {
-        Some((id, d, i)) if (d, i) == (dev, ino) => id,
-        _ => {
-            // New, or a copy of another server's spool: those records are not ours.
-            for first in segments() {
-                fs::remove_file(segment_path(first))?;
+        // The inode alone: device numbers of some filesystems change across mounts.
+        Some((id, inode)) if inode == ino => id,
+        previous => {
+            // New, or a copy of another server's spool: its records are not ours to
+            // ship. They are kept aside (never deleted) under foreign-<stream>/.
+            let existing = segments();
+            if !existing.is_empty() {
+                let label = previous.map_or_else(|| "unknown".to_owned(), |(id, _)| id.to_string());
+                let aside = Path::new(DIR).join(format!("foreign-{label}"));
+                fs::DirBuilder::new().recursive(true).mode(0o700).create(&aside)?;
+                for first in existing {
+                    fs::rename(segment_path(first), aside.join(format!("{first:016x}.seg")))?;
+                }
+                let _ = fs::rename(shipped_path(), aside.join("shipped"));
+            } else {
+                let _ = fs::remove_file(shipped_path());
             }
-            let _ = fs::remove_file(shipped_path());
             let id = super::id::next_id(super::time::now_unix_micros());
-            let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(identity_path())?;
-            writeln!(file, "{id} {dev} {ino}")?;
+            let temporary = Path::new(DIR).join("identity.tmp");
+            let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+            writeln!(file, "{id} 0 {ino}")?;
             file.sync_all()?;
+            fs::rename(&temporary, identity_path())?;
+            fs::File::open(DIR)?.sync_all()?;
             id
         }
     };
@@ -233,25 +259,35 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
     state.unshipped_bytes = total;
     state.shipped = shipped;
     state.ready = true;
-    state.broken = false;
+    state.broken_since = 0;
     Ok(())
 }
 
+const RETRY_BROKEN_MICROS: i64 = 10_000_000;
+
 /// Makes sure the shared state reflects the directory (after start or a crash restart).
-fn ensure_ready(state: &mut SpoolState) -> bool {
+/// `Err` carries the problem to report once the lock is released (a WARNING may block
+/// on the client's socket: never under the lock).
+fn ensure_ready(state: &mut SpoolState) -> Result<(), Option<String>> {
     if state.ready {
-        return true;
+        return Ok(());
     }
-    if state.broken {
-        return false;
+    let now = super::time::now_unix_micros();
+    if state.broken_since != 0 && now - state.broken_since < RETRY_BROKEN_MICROS {
+        return Err(None);
     }
     match recover(state) {
-        Ok(()) => true,
+        Ok(()) => Ok(()),
         Err(e) => {
-            state.broken = true;
-            warning!("pgaudit_siem: the session-audit spool {DIR} cannot be used ({e}); AUDIT lines go to the server log");
-            false
+            state.broken_since = now;
+            Err(Some(format!("pgaudit_siem: the session-audit spool {DIR} cannot be used ({e}); AUDIT lines go to the server log")))
         }
+    }
+}
+
+fn report(problem: Result<(), Option<String>>) {
+    if let Err(Some(message)) = problem {
+        warning!("{message}");
     }
 }
 
@@ -265,6 +301,8 @@ thread_local! {
 pub enum Refused {
     Full,
     Broken,
+    /// Longer than a stream record may be (see `session_audit::record`).
+    TooLarge,
 }
 
 /// What a writer knows about the stream (cached per process).
@@ -283,7 +321,12 @@ pub fn identity() -> Option<StreamIdentity> {
         return Some(known);
     }
     let mut state = SPOOL.exclusive();
-    if !ensure_ready(&mut state) {
+    let ready = ensure_ready(&mut state);
+    if ready.is_err() {
+        state.fallbacks += 1;
+        note_overflow(&mut state);
+        drop(state);
+        report(ready);
         return None;
     }
     let known = StreamIdentity { stream_id: state.stream_id };
@@ -303,17 +346,18 @@ pub fn append(
     overflow: impl FnOnce(u64, i64) -> (Vec<u8>, Vec<u8>),
 ) -> Result<u64, Refused> {
     let mut state = SPOOL.exclusive();
-    if !ensure_ready(&mut state) {
+    let ready = ensure_ready(&mut state);
+    if ready.is_err() {
         state.fallbacks += 1;
+        note_overflow(&mut state);
+        drop(state);
+        report(ready);
         return Err(Refused::Broken);
     }
     let size = (head.len() + tail.len() + 21) as u64;
     if state.unshipped_bytes + size > max_bytes {
-        if state.overflow_pending == 0 {
-            state.overflow_since_micros = super::time::now_unix_micros();
-        }
-        state.overflow_pending += 1;
         state.fallbacks += 1;
+        note_overflow(&mut state);
         return Err(Refused::Full);
     }
     if state.overflow_pending > 0 {
@@ -328,11 +372,29 @@ pub fn append(
         Ok(sequence) => Ok(sequence),
         Err(e) => {
             state.fallbacks += 1;
+            note_overflow(&mut state);
             drop(state);
             warning!("pgaudit_siem: writing to the session-audit spool failed ({e}); the AUDIT line goes to the server log");
             Err(Refused::Broken)
         }
     }
+}
+
+/// A record went to the server log instead: the next spooled record is preceded by an
+/// overflow record that counts it.
+fn note_overflow(state: &mut SpoolState) {
+    if state.overflow_pending == 0 {
+        state.overflow_since_micros = super::time::now_unix_micros();
+    }
+    state.overflow_pending += 1;
+}
+
+/// A record too large for the stream (`record::MAX_RECORD_BYTES`): the line goes to the
+/// server log, counted like any other fallback.
+pub fn refuse_too_large() {
+    let mut state = SPOOL.exclusive();
+    state.fallbacks += 1;
+    note_overflow(&mut state);
 }
 
 /// Writes one record with the next sequence (exclusive lock held by the caller).
@@ -394,8 +456,8 @@ pub struct Snapshot {
 
 pub fn snapshot() -> Snapshot {
     let mut state = SPOOL.exclusive();
-    ensure_ready(&mut state);
-    Snapshot {
+    let ready = ensure_ready(&mut state);
+    let snapshot = Snapshot {
         ready: state.ready,
         next_sequence: state.next_sequence,
         segment: state.segment,
@@ -407,7 +469,10 @@ pub fn snapshot() -> Snapshot {
         oldest_unshipped_micros: state.oldest_unshipped_micros,
         last_http_status: state.last_http_status,
         stream_id: state.stream_id,
-    }
+    };
+    drop(state);
+    report(ready);
+    snapshot
 }
 
 /// The last error the shipper recorded (already masked).
@@ -420,9 +485,10 @@ pub fn last_error() -> Option<String> {
 /// segments whose records are all acknowledged.
 /// `bytes`: the size of the acknowledged records in the spool (lines and newlines).
 pub fn acknowledge(sequence: u64, bytes: u64, dead: u64, status: Option<u16>) -> std::io::Result<()> {
+    // Memory first: a failure to persist the position only means duplicates after a
+    // restart, never a batch resent forever.
     let temporary = Path::new(DIR).join("shipped.tmp");
-    fs::write(&temporary, format!("{sequence}\n"))?;
-    fs::rename(&temporary, shipped_path())?;
+    let persisted = fs::write(&temporary, format!("{sequence}\n")).and_then(|()| fs::rename(&temporary, shipped_path()));
     let mut state = SPOOL.exclusive();
     state.shipped = sequence;
     state.unshipped_bytes = state.unshipped_bytes.saturating_sub(bytes);
@@ -434,6 +500,7 @@ pub fn acknowledge(sequence: u64, bytes: u64, dead: u64, status: Option<u16>) ->
     state.last_error_len = 0;
     let current = state.segment;
     drop(state);
+    persisted?;
     let list = segments();
     let mut freed = 0u64;
     for window in list.windows(2) {
@@ -544,11 +611,20 @@ impl Reader {
             while more(&out, bytes, self.next) {
                 line.clear();
                 let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut line)?;
+                if line.len() > MAX_READ_LINE_BYTES {
+                    // Not written by this version (records are capped far below): skip
+                    // it rather than hold it, and say so.
+                    warning!("pgaudit_siem: skipping an oversized line in {}", segment_path(segment).display());
+                }
                 if n == 0 || line.last() != Some(&b'\n') {
                     break; // the end of this segment, or a record still being written
                 }
                 offset += n as u64;
                 line.pop();
+                if line.len() > MAX_READ_LINE_BYTES {
+                    line = Vec::new();
+                    continue;
+                }
                 if let Some(sequence) = sequence_of(&line) {
                     if sequence >= self.next {
                         self.next = sequence + 1;

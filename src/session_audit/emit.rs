@@ -174,6 +174,10 @@ pub fn log_event(id: StackId) -> bool {
             warn_fallback();
         }
     }
+    // A huge statement's line is not kept for the rest of the session.
+    if line.capacity() > 64 * 1024 {
+        line = Vec::new();
+    }
     LINE.set(line);
     written.is_some()
 }

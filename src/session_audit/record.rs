@@ -19,6 +19,15 @@ use crate::events::{envelope, id, json, spool, time};
 use crate::pg::names;
 use crate::settings;
 
+/// The largest line a record carries: a longer one (a multi-megabyte statement) goes to
+/// the server log only, counted as a fallback, so that neither the backend nor the
+/// shipper ever holds an unbounded record (Rust cannot turn an allocation failure into
+/// an ERROR). JSON escaping can make the record up to six times the line, twice over.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// Buffers larger than this are freed after use instead of kept for the next record.
+const RETAINED_BUFFER_BYTES: usize = 64 * 1024;
+
 thread_local! {
     /// Reused halves of the record (bounded by one line plus fixed fields).
     static HALVES: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -117,6 +126,10 @@ fn in_transaction() -> bool {
 /// Appends the record of `line` (`text` is the complete `AUDIT: ...` message) to the
 /// spool. `Err` when the spool refused it: the caller writes the line to the server log.
 pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> Result<u64, spool::Refused> {
+    if text.len() > MAX_LINE_BYTES {
+        spool::refuse_too_large();
+        return Err(spool::Refused::TooLarge);
+    }
     let Some(identity) = spool::identity() else {
         return Err(spool::Refused::Broken);
     };
@@ -212,9 +225,16 @@ pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> 
             );
             tail.extend_from_slice(b"\"}}");
         });
-        spool::append(head, tail, spool_max_bytes, segment_bytes, |count, since| {
+        let result = spool::append(head, tail, spool_max_bytes, segment_bytes, |count, since| {
             overflow_record(count, since, &database, &session_user)
-        })
+        });
+        // One huge statement must not keep its buffers alive for the whole session.
+        for buffer in [head, tail] {
+            if buffer.capacity() > RETAINED_BUFFER_BYTES {
+                *buffer = Vec::new();
+            }
+        }
+        result
     })
 }
 

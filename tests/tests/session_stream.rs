@@ -306,3 +306,25 @@ fn a_hot_standby_ships_its_own_records_under_its_own_stream() {
     assert!(standby_lines.iter().any(|l| l.contains("on the standby")));
     standby.assert_no_crash();
 }
+
+#[test]
+fn an_oversized_line_goes_to_the_server_log_and_the_stream_counts_it() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-oversized", &receiver)
+        .setting("pgaudit_siem.session_audit_server_log", "off")
+        .start_logged();
+    let mut c = cluster.connect();
+    let huge = format!("SELECT '{}' AS big", "\u{1}".repeat(400 * 1024));
+    c.batch_execute(&huge).unwrap();
+    c.batch_execute("SELECT 'after'").unwrap();
+    wait_until("the overflow record and the next one", Duration::from_secs(30), || {
+        let all = records(&receiver).0;
+        all.values().any(|r| r["event"]["action"] == "spool_overflow" && r["overflow"]["records_in_server_log"] == 1)
+            && all.values().any(|r| r["line"].as_str().is_some_and(|l| l.contains("'after'")))
+    });
+    let in_log = audit_lines(&cluster.log_records());
+    assert_eq!(in_log.len(), 1, "only the oversized line is in the server log");
+    assert!(in_log[0].contains("AS big"));
+    assert_gapless(&receiver);
+    cluster.assert_no_crash();
+}
