@@ -321,12 +321,8 @@ pub fn identity() -> Option<StreamIdentity> {
         return Some(known);
     }
     let mut state = SPOOL.exclusive();
-    let ready = ensure_ready(&mut state);
-    if ready.is_err() {
-        state.fallbacks += 1;
-        note_overflow(&mut state);
-        drop(state);
-        report(ready);
+    if let Err(problem) = ensure_ready(&mut state) {
+        fall_back(state, problem);
         return None;
     }
     let known = StreamIdentity { stream_id: state.stream_id };
@@ -346,12 +342,8 @@ pub fn append(
     overflow: impl FnOnce(u64, i64) -> (Vec<u8>, Vec<u8>),
 ) -> Result<u64, Refused> {
     let mut state = SPOOL.exclusive();
-    let ready = ensure_ready(&mut state);
-    if ready.is_err() {
-        state.fallbacks += 1;
-        note_overflow(&mut state);
-        drop(state);
-        report(ready);
+    if let Err(problem) = ensure_ready(&mut state) {
+        fall_back(state, problem);
         return Err(Refused::Broken);
     }
     let size = (head.len() + tail.len() + 21) as u64;
@@ -378,6 +370,14 @@ pub fn append(
             Err(Refused::Broken)
         }
     }
+}
+
+/// The spool is unusable: count the fallback, release the lock, then report.
+fn fall_back(mut state: pgrx::PgLwLockExclusiveGuard<'_, SpoolState>, problem: Option<String>) {
+    state.fallbacks += 1;
+    note_overflow(&mut state);
+    drop(state);
+    report(Err(problem));
 }
 
 /// A record went to the server log instead: the next spooled record is preceded by an

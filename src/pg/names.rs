@@ -1,4 +1,4 @@
-//! Names of catalog objects as Rust strings: the connected database, roles, schemas.
+//! Names as Rust strings: the connected database, roles, schemas, this host.
 //!
 //! # Invariants
 //! - The database name and role names are cached per backend: they are identities for
@@ -49,4 +49,15 @@ pub fn role(oid: pg_sys::Oid) -> String {
 pub fn schema(oid: pg_sys::Oid) -> String {
     // SAFETY: get_namespace_name returns NULL for a missing schema.
     cstr_or_empty(unsafe { pg_sys::get_namespace_name(oid) })
+}
+
+/// This machine's host name (`localhost` if it cannot be read).
+pub fn host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -65,7 +65,7 @@ fn facts<R>(f: impl FnOnce(&SessionFacts) -> R) -> R {
                     session_id: { let (start, pid) = (pg_sys::MyStartTime, pg_sys::MyProcPid); format!("{start:x}.{pid:x}") },
                     backend_start: time::rfc3339_utc(pg_sys::MyStartTimestamp + time::POSTGRES_EPOCH_UNIX_MICROS),
                     cluster: pg_sys::GetSystemIdentifier().to_string(),
-                    host: host_name(),
+                    host: names::host(),
                 }
             }
         });
@@ -98,16 +98,6 @@ fn client_socket() -> Option<std::net::SocketAddr> {
             _ => None,
         }
     }
-}
-
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn push_bytes_or_null(out: &mut Vec<u8>, value: Option<&[u8]>) {
