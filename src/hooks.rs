@@ -302,7 +302,10 @@ unsafe extern "C-unwind" fn fmgr_hook(
 // ---- Transactions and invalidations ----
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_transaction_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+unsafe extern "C-unwind" fn on_transaction_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut c_void,
+) {
     use pg_sys::XactEvent::*;
     pg::internal::at_transaction_event(event);
     match event {
@@ -323,7 +326,11 @@ unsafe extern "C-unwind" fn on_subtransaction_event(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn on_syscache_invalidation(_arg: pg_sys::Datum, cache: c_int, _hash: u32) {
+unsafe extern "C-unwind" fn on_syscache_invalidation(
+    _arg: pg_sys::Datum,
+    cache: c_int,
+    _hash: u32,
+) {
     if cache == pg_sys::SysCacheIdentifier::PROCOID as c_int {
         pg::internal::forget_functions();
     } else {

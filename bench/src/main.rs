@@ -38,9 +38,8 @@ fn main() {
             "--scale" => opts.scale = number("--scale"),
             "--minutes" => minutes = number("--minutes"),
             "--events" => events = u64::from(number("--events")),
-            "overhead" | "session" | "session_stream" | "capture" | "capture_memory" | "delivery" | "sqlsmith" => {
-                which.push(arg)
-            }
+            "overhead" | "session" | "session_stream" | "capture" | "capture_memory"
+            | "delivery" | "sqlsmith" => which.push(arg),
             other => {
                 panic!("unknown argument {other}; benchmarks: overhead, session, session_stream, capture, capture_memory, delivery, sqlsmith")
             }

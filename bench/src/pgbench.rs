@@ -135,7 +135,9 @@ impl Results {
     pub fn markdown(&self, target: impl Fn(&str, usize, f64) -> String) -> String {
         let mut out = String::from("| configuration |");
         for w in &self.workloads {
-            out.push_str(&format!(" {w} TPS (median) | {w} ratio (per-round min–max) |"));
+            out.push_str(&format!(
+                " {w} TPS (median) | {w} ratio (per-round min–max) |"
+            ));
         }
         out.push_str(" target |\n|---|");
         for _ in &self.workloads {
@@ -167,7 +169,9 @@ fn round_ratio_spread(values: &[f64], anchor: &[f64]) -> (f64, f64) {
         .zip(anchor)
         .filter(|(_, a)| **a > 0.0)
         .map(|(v, a)| v / a)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r), hi.max(r)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r), hi.max(r))
+        })
 }
 
 #[cfg(test)]
@@ -186,7 +190,10 @@ mod tests {
 
     #[test]
     fn per_round_spread_pairs_rounds() {
-        assert_eq!(round_ratio_spread(&[90.0, 110.0], &[100.0, 100.0]), (0.9, 1.1));
+        assert_eq!(
+            round_ratio_spread(&[90.0, 110.0], &[100.0, 100.0]),
+            (0.9, 1.1)
+        );
     }
 
     #[test]

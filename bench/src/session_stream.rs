@@ -27,10 +27,15 @@ pub fn run(opts: &Options) {
     let receiver = Receiver::start_with(0, None, false).expect("receiver");
     let url = receiver.url("/stream");
     let configs = vec![
-        Config { label: "no extension".into(), builder: crate::bench_cluster("bench-none") },
+        Config {
+            label: "no extension".into(),
+            builder: crate::bench_cluster("bench-none"),
+        },
         Config {
             label: "pgAudit, log = all".into(),
-            builder: crate::bench_cluster("bench-pgaudit").preload("pgaudit").setting("pgaudit.log", "'all'"),
+            builder: crate::bench_cluster("bench-pgaudit")
+                .preload("pgaudit")
+                .setting("pgaudit.log", "'all'"),
         },
         Config {
             label: "stream + server log".into(),
@@ -38,7 +43,8 @@ pub fn run(opts: &Options) {
         },
         Config {
             label: "stream only (server_log = off)".into(),
-            builder: stream_cluster("bench-stream-only", &url).setting("pgaudit_siem.session_audit_server_log", "off"),
+            builder: stream_cluster("bench-stream-only", &url)
+                .setting("pgaudit_siem.session_audit_server_log", "off"),
         },
     ];
     let results = pgbench::run(configs, &[SELECT_ONLY, TPCB_LIKE], opts);
@@ -53,14 +59,23 @@ pub fn run(opts: &Options) {
         results.markdown(|label, c, worst| match label {
             "stream only (server_log = off)" => format!(
                 "≥ {STREAM_ONLY_TARGET} of no extension: {}",
-                if worst >= STREAM_ONLY_TARGET { "met" } else { "NOT met" }
+                if worst >= STREAM_ONLY_TARGET {
+                    "met"
+                } else {
+                    "NOT met"
+                }
             ),
             "stream + server log" => {
-                let vs: Vec<f64> = (0..results.workloads.len()).map(|w| median_of(w, c) / median_of(w, 1)).collect();
+                let vs: Vec<f64> = (0..results.workloads.len())
+                    .map(|w| median_of(w, c) / median_of(w, 1))
+                    .collect();
                 let met = vs.iter().all(|r| *r >= 1.0);
                 format!(
                     "≥ pgAudit: {} → {}",
-                    vs.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" / "),
+                    vs.iter()
+                        .map(|r| format!("{r:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
                     if met { "met" } else { "NOT met" }
                 )
             }
@@ -75,15 +90,21 @@ pub fn run(opts: &Options) {
 
 fn stats(c: &mut pgaudit_siem_tests::postgres::Client) -> (i64, i64) {
     let row = c
-        .query_one("SELECT records_spooled, records_shipped FROM pgaudit_siem.session_audit_stats", &[])
+        .query_one(
+            "SELECT records_spooled, records_shipped FROM pgaudit_siem.session_audit_stats",
+            &[],
+        )
         .unwrap();
     (row.get(0), row.get(1))
 }
 
 fn shipper_pid(c: &mut pgaudit_siem_tests::postgres::Client) -> i32 {
-    c.query_one("SELECT pid FROM pg_stat_activity WHERE backend_type LIKE '%session audit%'", &[])
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE '%session audit%'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
 }
 
 fn rss_anon_kb(pid: i32) -> u64 {
@@ -103,8 +124,15 @@ fn drain(receiver: &Receiver, url: &str) {
         .start();
     let mut c = cluster.connect();
     c.batch_execute("CREATE EXTENSION pgaudit_siem").unwrap();
-    receiver.set_faults(Faults { status: Some(503), ..Faults::default() });
-    let status = cluster.pgbench().args(["-i", "-q", "-s", "1", "postgres"]).output().unwrap();
+    receiver.set_faults(Faults {
+        status: Some(503),
+        ..Faults::default()
+    });
+    let status = cluster
+        .pgbench()
+        .args(["-i", "-q", "-s", "1", "postgres"])
+        .output()
+        .unwrap();
     assert!(status.status.success());
     let run = cluster
         .pgbench()
@@ -123,7 +151,10 @@ fn drain(receiver: &Receiver, url: &str) {
         if now_shipped >= spooled {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "drain too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "drain too slow"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -135,7 +166,10 @@ fn drain(receiver: &Receiver, url: &str) {
         spooled - shipped,
         rate / DRAIN_TARGET
     );
-    println!("| shipper peak RssAnon during the drain, MB | {:.1} | bounded (batch of 5000) | - |\n", peak as f64 / 1024.0);
+    println!(
+        "| shipper peak RssAnon during the drain, MB | {:.1} | bounded (batch of 5000) | - |\n",
+        peak as f64 / 1024.0
+    );
 }
 
 /// Statement-to-receipt delay at a fixed 5,000 statements/s.
@@ -145,12 +179,18 @@ fn latency() {
     let cluster = stream_cluster("bench-stream-latency", &url)
         .setting("pgaudit_siem.session_audit_server_log", "off")
         .start();
-    let status = cluster.pgbench().args(["-i", "-q", "-s", "1", "postgres"]).output().unwrap();
+    let status = cluster
+        .pgbench()
+        .args(["-i", "-q", "-s", "1", "postgres"])
+        .output()
+        .unwrap();
     assert!(status.status.success());
     let before = receiver.event_count();
     let run = cluster
         .pgbench()
-        .args(["-n", "-S", "-c", "2", "-j", "2", "-R", "5000", "-T", "10", "postgres"])
+        .args([
+            "-n", "-S", "-c", "2", "-j", "2", "-R", "5000", "-T", "10", "postgres",
+        ])
         .output()
         .unwrap();
     assert!(run.status.success());
@@ -167,7 +207,12 @@ fn latency() {
         })
         .collect();
     delays.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pick = |q: f64| delays.get(((delays.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+    let pick = |q: f64| {
+        delays
+            .get(((delays.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     println!("## Session-audit stream: statement to receipt at 5,000 statements/s\n");
     println!("| records | p50 ms | p99 ms | max ms | target p99 | ratio to target |\n|---:|---:|---:|---:|---:|---:|");
     println!(

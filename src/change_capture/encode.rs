@@ -213,4 +213,3 @@ pub unsafe fn push_row(
     }
     out.push(b'}');
 }
-

@@ -65,7 +65,9 @@ impl CaptureError {
 
     fn detail(&self) -> Option<&'static str> {
         match self {
-            CaptureError::UndeliveredEvents(_) => Some("Dropping the extension would delete the outbox and lose them."),
+            CaptureError::UndeliveredEvents(_) => {
+                Some("Dropping the extension would delete the outbox and lose them.")
+            }
             _ => None,
         }
     }

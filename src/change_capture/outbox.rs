@@ -122,4 +122,3 @@ fn outbox_owner() -> pg_sys::Oid {
     OUTBOX_OWNER.with(|c| c.set(owner));
     owner
 }
-

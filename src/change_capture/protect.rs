@@ -45,7 +45,9 @@ fn is_capture_trigger(name: &str) -> bool {
 /// Refuses `verb` on a capture trigger `name` unless the user may manage capture.
 fn guard_trigger(name: &str, verb: &str) {
     if is_capture_trigger(name) && !privileged() {
-        refuse(format!("permission denied to {verb} change-capture trigger \"{name}\""));
+        refuse(format!(
+            "permission denied to {verb} change-capture trigger \"{name}\""
+        ));
     }
 }
 
@@ -60,7 +62,11 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
                     pg_sys::ObjectType::OBJECT_TRIGGER => {
                         for object in PgList::<pg_sys::List>::from_pg(stmt.objects).iter_ptr() {
                             let names = PgList::<pg_sys::Node>::from_pg(object);
-                            let name = names.iter_ptr().last().map(string_value).unwrap_or_default();
+                            let name = names
+                                .iter_ptr()
+                                .last()
+                                .map(string_value)
+                                .unwrap_or_default();
                             guard_trigger(&name, "drop");
                         }
                     }
@@ -80,7 +86,10 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
             pg_sys::NodeTag::T_CreateTrigStmt => {
                 let stmt = &*(utility as *mut pg_sys::CreateTrigStmt);
                 if !stmt.trigname.is_null() {
-                    guard_trigger(&CStr::from_ptr(stmt.trigname).to_string_lossy(), "create or replace");
+                    guard_trigger(
+                        &CStr::from_ptr(stmt.trigname).to_string_lossy(),
+                        "create or replace",
+                    );
                 }
             }
             // ALTER TRIGGER ... DEPENDS ON EXTENSION would let dropping that extension drop
@@ -89,7 +98,11 @@ pub fn check_utility(utility: *mut pg_sys::Node) {
                 let stmt = &*(utility as *mut pg_sys::AlterObjectDependsStmt);
                 if stmt.objectType == pg_sys::ObjectType::OBJECT_TRIGGER && !stmt.object.is_null() {
                     let names = PgList::<pg_sys::Node>::from_pg(stmt.object as *mut pg_sys::List);
-                    let name = names.iter_ptr().last().map(string_value).unwrap_or_default();
+                    let name = names
+                        .iter_ptr()
+                        .last()
+                        .map(string_value)
+                        .unwrap_or_default();
                     guard_trigger(&name, "alter");
                 }
             }
@@ -149,7 +162,9 @@ fn has_capture_triggers(relation: *mut pg_sys::RangeVar) -> bool {
             &[relid.into()],
         )
     })
-    .unwrap_or_else(|e| CaptureError::Internal(format!("checking for capture triggers failed: {e}")).raise())
+    .unwrap_or_else(|e| {
+        CaptureError::Internal(format!("checking for capture triggers failed: {e}")).raise()
+    })
     .unwrap_or(false)
 }
 
@@ -161,14 +176,18 @@ fn refuse_drop_with_undelivered_events() {
         CaptureError::Internal(format!("counting undelivered events failed: {e}")).raise()
     };
     let undelivered = crate::pg::internal::run(|| {
-        let exists = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pgaudit_siem.outbox') IS NOT NULL")
-            .unwrap_or_else(|e| failed(e));
+        let exists = Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regclass('pgaudit_siem.outbox') IS NOT NULL",
+        )
+        .unwrap_or_else(|e| failed(e));
         if exists != Some(true) {
             return 0;
         }
-        Spi::get_one::<i64>(include_str!("../../sql/queries/protect_undelivered_count.sql"))
-            .unwrap_or_else(|e| failed(e))
-            .unwrap_or(0)
+        Spi::get_one::<i64>(include_str!(
+            "../../sql/queries/protect_undelivered_count.sql"
+        ))
+        .unwrap_or_else(|e| failed(e))
+        .unwrap_or(0)
     });
     if undelivered > 0 {
         CaptureError::UndeliveredEvents(undelivered).raise();

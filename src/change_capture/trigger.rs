@@ -258,4 +258,3 @@ fn insert_part(
     let payload = context.payload(row_count, part, parts, rows);
     insert_event(context, row_count, part, parts, &payload);
 }
-

@@ -95,12 +95,11 @@ fn apply_delegated_setting(
     let needs_role = scope != "database";
     let needs_database = scope != "role";
     let (Some(parameter), Some(value)) = (parameter, value) else {
-        DelegationError::NullArgument.raise("parameter and value must not be NULL",
-            None,
-        )
+        DelegationError::NullArgument.raise("parameter and value must not be NULL", None)
     };
     if (needs_role && role.is_none()) || (needs_database && database.is_none()) {
-        DelegationError::NullArgument.raise(format!(
+        DelegationError::NullArgument.raise(
+            format!(
                 "{} must not be NULL",
                 if needs_role && role.is_none() {
                     "role"
@@ -112,7 +111,8 @@ fn apply_delegated_setting(
         )
     }
     let Some(name) = canonical_parameter(parameter) else {
-        DelegationError::InvalidValue.raise(format!("Invalid parameter: {parameter}"),
+        DelegationError::InvalidValue.raise(
+            format!("Invalid parameter: {parameter}"),
             Some(&accepted_list_hint()),
         )
     };
@@ -177,9 +177,7 @@ fn named_oid(
     lookup: unsafe fn(*const std::ffi::c_char, bool) -> pg_sys::Oid,
 ) -> pg_sys::Oid {
     let c_name = std::ffi::CString::new(name).unwrap_or_else(|_| {
-        DelegationError::InvalidValue.raise(format!("{kind} name contains a NUL byte"),
-            None,
-        )
+        DelegationError::InvalidValue.raise(format!("{kind} name contains a NUL byte"), None)
     });
     // SAFETY: missing_ok = true, so the lookup only reads the catalog.
     let oid = unsafe { lookup(c_name.as_ptr(), true) };
@@ -202,7 +200,8 @@ fn check_role_target(caller: pg_sys::Oid, target: pg_sys::Oid, target_name: &str
         )
     };
     if target_is_superuser {
-        DelegationError::NotAllowed.raise(format!("Configuring superuser roles not allowed: {target_name}"),
+        DelegationError::NotAllowed.raise(
+            format!("Configuring superuser roles not allowed: {target_name}"),
             None,
         );
     }
@@ -223,14 +222,16 @@ fn check_role_target(caller: pg_sys::Oid, target: pg_sys::Oid, target_name: &str
     };
     let is_admin = crate::pg::admin::could_act_as_admin(target);
     if acts_as_caller {
-        DelegationError::NotAllowed.raise(format!("Configuring a role that is a member of yours is not allowed: {target_name}"),
+        DelegationError::NotAllowed.raise(
+            format!("Configuring a role that is a member of yours is not allowed: {target_name}"),
             Some(
                 "A member of your role can act as you; its auditing is configured by a superuser.",
             ),
         );
     }
     if is_admin {
-        DelegationError::NotAllowed.raise(format!("Configuring a pgaudit_admin member is not allowed: {target_name}"),
+        DelegationError::NotAllowed.raise(
+            format!("Configuring a pgaudit_admin member is not allowed: {target_name}"),
             Some("Auditing of delegated administrators is configured by a superuser."),
         );
     }
@@ -292,7 +293,8 @@ pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<SavedUser> {
         return None;
     }
     let Some(canonical) = canonical_parameter(&name) else {
-        DelegationError::NotAllowed.raise(format!("permission denied to set parameter \"{name}\""),
+        DelegationError::NotAllowed.raise(
+            format!("permission denied to set parameter \"{name}\""),
             Some(&format!(
                 "pgaudit_admin members may set only these pgaudit parameters: {}.",
                 ACCEPTED_PARAMETERS.join(", ")
@@ -345,7 +347,9 @@ pub fn elevate_for(utility: *mut pg_sys::Node) -> Option<SavedUser> {
         caller,
         &format!("ALTER ... {action} {canonical} for {target_text}"),
     );
-    Some(SavedUser::switch_to(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID)))
+    Some(SavedUser::switch_to(pg_sys::Oid::from(
+        pg_sys::BOOTSTRAP_SUPERUSERID,
+    )))
 }
 
 fn has_createrole(role: pg_sys::Oid) -> bool {

@@ -250,7 +250,6 @@ pub fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-
 /// Turns a reply into (ok, status, error text) for `test_connection()`.
 fn judge_test_reply(reply: &http::Outcome, endpoint: &str) -> (bool, Option<i32>, Option<String>) {
     match reply {
@@ -343,7 +342,10 @@ fn send_test_event(
     let (ok, status, error) = result.unwrap_or_else(|| {
         let now = crate::events::time::now_unix_micros();
         let id = crate::events::id::next_id(now).to_string();
-        let (timestamp, database) = (crate::events::time::rfc3339_utc(now), crate::pg::names::database());
+        let (timestamp, database) = (
+            crate::events::time::rfc3339_utc(now),
+            crate::pg::names::database(),
+        );
         let event = sinks::Event {
             xid: 0,
             seq: 0,
@@ -372,7 +374,6 @@ fn worker_pid() -> Option<i32> {
     let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
     shmem::worker_pid(dboid)
 }
-
 
 /// Marks the installing transaction so the launcher starts a worker when it commits.
 #[pg_extern(name = "_start_delivery_at_commit", volatile, parallel_unsafe)]

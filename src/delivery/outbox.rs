@@ -86,7 +86,14 @@ impl Source for Outbox {
         });
     }
 
-    fn acknowledge(&mut self, batch: &Batch, delivered: i64, refused: &[Refused], status: Option<u16>, rate: f64) {
+    fn acknowledge(
+        &mut self,
+        batch: &Batch,
+        delivered: i64,
+        refused: &[Refused],
+        status: Option<u16>,
+        rate: f64,
+    ) {
         BackgroundWorker::transaction(|| acknowledge(batch, delivered, refused, status, rate));
     }
 
@@ -107,13 +114,16 @@ pub fn installed() -> bool {
 
 /// Runs SPI work as internal statements (never audit-logged).
 fn internal<R>(f: impl FnOnce() -> Result<R, pgrx::spi::Error>) -> R {
-    crate::pg::internal::run(|| f().unwrap_or_else(|e| DeliveryError::Internal(e.to_string()).raise()))
+    crate::pg::internal::run(|| {
+        f().unwrap_or_else(|e| DeliveryError::Internal(e.to_string()).raise())
+    })
 }
 
 /// A full transaction id as SQL prints it.
 fn parse_xid(text: &str) -> u64 {
-    text.parse()
-        .unwrap_or_else(|_| DeliveryError::Internal(format!("unreadable transaction id \"{text}\"")).raise())
+    text.parse().unwrap_or_else(|_| {
+        DeliveryError::Internal(format!("unreadable transaction id \"{text}\"")).raise()
+    })
 }
 
 /// The endpoint, if delivery is enabled and configured (inside a transaction).
@@ -165,7 +175,9 @@ fn horizon() -> u64 {
     let dboid = unsafe { pg_sys::MyDatabaseId };
     internal(|| {
         Spi::connect(|client| {
-            let row = client.select(HORIZON_SQL, Some(1), &[dboid.into()])?.first();
+            let row = client
+                .select(HORIZON_SQL, Some(1), &[dboid.into()])?
+                .first();
             let xmax = parse_xid(&row.get::<String>(1)?.unwrap_or_default());
             let running: Vec<Option<String>> = row.get(2)?.unwrap_or_default();
             let prepared: Vec<Option<String>> = row.get(3)?.unwrap_or_default();
@@ -263,14 +275,26 @@ fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
             }
             let Some(last) = events.last() else {
                 let waiting = client
-                    .select(ANY_AFTER_SQL, Some(1), &[last_xid.as_str().into(), last_seq.into()])?
+                    .select(
+                        ANY_AFTER_SQL,
+                        Some(1),
+                        &[last_xid.as_str().into(), last_seq.into()],
+                    )?
                     .first()
                     .get_one::<bool>()?
                     .unwrap_or(false);
                 return Ok(if waiting { Plan::Blocked } else { Plan::Idle });
             };
             let end = (last.xid, last.seq);
-            Ok(Plan::Deliver(endpoint.clone(), Batch { events, forward, end, full }))
+            Ok(Plan::Deliver(
+                endpoint.clone(),
+                Batch {
+                    events,
+                    forward,
+                    end,
+                    full,
+                },
+            ))
         })
     })
 }
@@ -287,7 +311,13 @@ fn acknowledge(batch: &Batch, delivered: i64, refused: &[Refused], status: Optio
             let attempts: Vec<i32> = refused.iter().map(|r| r.attempts).collect();
             Spi::run_with_args(
                 DEAD_LETTER_SQL,
-                &[seqs.into(), xids.into(), statuses.into(), excerpts.into(), attempts.into()],
+                &[
+                    seqs.into(),
+                    xids.into(),
+                    statuses.into(),
+                    excerpts.into(),
+                    attempts.into(),
+                ],
             )?;
             warning!(
                 "pgaudit_siem: {} events refused by the SIEM (HTTP {}) were moved to pgaudit_siem.dead_letter",

@@ -18,7 +18,9 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -96,7 +98,11 @@ impl SpoolSource {
             return Err(format!("pgaudit_siem.session_audit_url: {problem}"));
         }
         let sink = sinks::by_name(&stream.format).ok_or_else(|| {
-            format!("unknown pgaudit_siem.session_audit_format \"{}\"; supported: {}", stream.format, sinks::names())
+            format!(
+                "unknown pgaudit_siem.session_audit_format \"{}\"; supported: {}",
+                stream.format,
+                sinks::names()
+            )
         })?;
         let headers = if stream.headers_file.is_empty() {
             Vec::new()
@@ -118,11 +124,13 @@ impl SpoolSource {
 /// `Name: value` lines (blank lines and `#` comments skipped) from a file only the
 /// server's OS user may read. Errors never quote the file's contents.
 fn read_headers(path: &str) -> Result<Vec<(String, String)>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("pgaudit_siem.session_audit_headers_file: {e}"))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("pgaudit_siem.session_audit_headers_file: {e}"))?;
     if meta.mode() & 0o077 != 0 {
         return Err("pgaudit_siem.session_audit_headers_file must not be accessible to group or others (chmod 600)".into());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("pgaudit_siem.session_audit_headers_file: {e}"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("pgaudit_siem.session_audit_headers_file: {e}"))?;
     let mut headers = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -130,11 +138,19 @@ fn read_headers(path: &str) -> Result<Vec<(String, String)>, String> {
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("pgaudit_siem.session_audit_headers_file line {}: expected \"Name: value\"", number + 1));
+            return Err(format!(
+                "pgaudit_siem.session_audit_headers_file line {}: expected \"Name: value\"",
+                number + 1
+            ));
         };
         let (name, value) = (name.trim(), value.trim());
-        if let Some(problem) = super::header_problem(name, &serde_json::Value::String(value.to_owned())) {
-            return Err(format!("pgaudit_siem.session_audit_headers_file line {}: {problem}", number + 1));
+        if let Some(problem) =
+            super::header_problem(name, &serde_json::Value::String(value.to_owned()))
+        {
+            return Err(format!(
+                "pgaudit_siem.session_audit_headers_file line {}: {problem}",
+                number + 1
+            ));
         }
         headers.push((name.to_owned(), value.to_owned()));
     }
@@ -191,7 +207,11 @@ impl Source for SpoolSource {
             self.acknowledged = snapshot.shipped;
             self.reader.rewind(self.acknowledged);
         }
-        let records = match self.reader.read(self.synced_below, settings.batch_events, settings.batch_bytes) {
+        let records = match self.reader.read(
+            self.synced_below,
+            settings.batch_events,
+            settings.batch_bytes,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 warning!("pgaudit_siem: reading the session-audit spool failed: {e}");
@@ -202,14 +222,19 @@ impl Source for SpoolSource {
         let Some(&(last, _)) = records.last() else {
             return Plan::Idle;
         };
-        let full = records.len() >= settings.batch_events || records.iter().map(|r| r.1.len()).sum::<usize>() >= settings.batch_bytes;
+        let full = records.len() >= settings.batch_events
+            || records.iter().map(|r| r.1.len()).sum::<usize>() >= settings.batch_bytes;
         let needs_time = endpoint.sink.needs_time();
         let oldest = records.first().map_or(0.0, |r| record_time(&r.1));
         let events: Vec<Event> = records
             .into_iter()
             .map(|(sequence, payload)| {
                 let id = record_id(&payload);
-                let epoch_seconds = if needs_time { record_time(&payload) } else { 0.0 };
+                let epoch_seconds = if needs_time {
+                    record_time(&payload)
+                } else {
+                    0.0
+                };
                 Event {
                     xid: 0,
                     seq: sequence as i64,
@@ -222,18 +247,39 @@ impl Source for SpoolSource {
             .collect();
         spool::set_oldest_unshipped((oldest * 1e6) as i64);
         let forward = (0..events.len()).collect();
-        Plan::Deliver(endpoint, Batch { events, forward, end: (0, last as i64), full })
+        Plan::Deliver(
+            endpoint,
+            Batch {
+                events,
+                forward,
+                end: (0, last as i64),
+                full,
+            },
+        )
     }
 
     fn endpoint(&mut self) -> Option<Endpoint> {
         self.configured_endpoint().ok().flatten()
     }
 
-    fn record_failure(&mut self, _events: i64, status: Option<u16>, error: &str, _backoff: Duration) {
+    fn record_failure(
+        &mut self,
+        _events: i64,
+        status: Option<u16>,
+        error: &str,
+        _backoff: Duration,
+    ) {
         spool::record_failure(status, error);
     }
 
-    fn acknowledge(&mut self, batch: &Batch, _delivered: i64, refused: &[Refused], status: Option<u16>, _rate: f64) {
+    fn acknowledge(
+        &mut self,
+        batch: &Batch,
+        _delivered: i64,
+        refused: &[Refused],
+        status: Option<u16>,
+        _rate: f64,
+    ) {
         if !refused.is_empty() {
             let lines: Vec<String> = refused
                 .iter()
@@ -256,7 +302,11 @@ impl Source for SpoolSource {
             warning!("pgaudit_siem: {} session-audit records refused by the SIEM were written to {}/dead_letter.ndjson", refused.len(), spool::DIR);
         }
         let end = batch.end.1 as u64;
-        let bytes: u64 = batch.events.iter().map(|e| e.payload.len() as u64 + 1).sum();
+        let bytes: u64 = batch
+            .events
+            .iter()
+            .map(|e| e.payload.len() as u64 + 1)
+            .sum();
         match spool::acknowledge(end, bytes, refused.len() as u64, status) {
             Ok(()) => self.acknowledged = end,
             Err(e) => {
@@ -274,7 +324,11 @@ impl Source for SpoolSource {
     }
 
     fn tick_interval(&self) -> Option<Duration> {
-        Some(settings::session_stream().sync_interval.min(Duration::from_millis(100)))
+        Some(
+            settings::session_stream()
+                .sync_interval
+                .min(Duration::from_millis(100)),
+        )
     }
 
     fn tick(&mut self) {
@@ -315,11 +369,13 @@ fn session_audit_stats() -> TableIterator<
     let s = spool::snapshot();
     let spooled = s.next_sequence.saturating_sub(1);
     let unshipped = spooled.saturating_sub(s.shipped);
-    let age = (unshipped > 0 && s.oldest_unshipped_micros > 0)
-        .then(|| (crate::events::time::now_unix_micros() - s.oldest_unshipped_micros).max(0) as f64 / 1e6);
+    let age = (unshipped > 0 && s.oldest_unshipped_micros > 0).then(|| {
+        (crate::events::time::now_unix_micros() - s.oldest_unshipped_micros).max(0) as f64 / 1e6
+    });
     TableIterator::once((
         settings::session_stream_enabled(),
-        s.ready.then(|| uuid::Uuid::from_bytes(s.stream_id).to_string()),
+        s.ready
+            .then(|| uuid::Uuid::from_bytes(s.stream_id).to_string()),
         spooled as i64,
         s.shipped as i64,
         unshipped as i64,

@@ -14,7 +14,6 @@
 //! - A latch pointer may be stale after its process exits: setting it is harmless
 //!   (PostgreSQL latches are owned by PGPROC slots that outlive processes).
 
-
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};

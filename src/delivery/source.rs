@@ -67,7 +67,14 @@ pub trait Source {
     fn record_failure(&mut self, events: i64, status: Option<u16>, error: &str, backoff: Duration);
     /// The batch is handled: `delivered` events arrived, `refused` ones go to the dead
     /// letter; the cursor moves past the batch.
-    fn acknowledge(&mut self, batch: &Batch, delivered: i64, refused: &[Refused], status: Option<u16>, rate: f64);
+    fn acknowledge(
+        &mut self,
+        batch: &Batch,
+        delivered: i64,
+        refused: &[Refused],
+        status: Option<u16>,
+        rate: f64,
+    );
     /// Periodic upkeep (retention).
     fn housekeeping(&mut self);
     /// The worker waits for work (`true`) or works (`false`): sources whose writers

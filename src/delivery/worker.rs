@@ -28,10 +28,10 @@ use pgrx::prelude::*;
 use super::outbox::{self, Outbox};
 use super::shmem;
 use super::source::{Batch, Endpoint, Plan, Refused, Source};
+use crate::settings::{self, DeliverySettings};
 use crate::sinks::http::{self, Outcome, Request, Sender};
 use crate::sinks::retry::{self, Disposition};
 use crate::sinks::{self, Event, Origin};
-use crate::settings::{self, DeliverySettings};
 
 /// Rechecks the outbox this often even without a wake-up (prepared transactions, events
 /// restored from a dump) and runs retention.
@@ -92,23 +92,26 @@ pub extern "C-unwind" fn pgaudit_siem_delivery_worker_main(arg: pg_sys::Datum) {
 pub fn spawn_sender() -> Sender {
     match Sender::spawn() {
         Ok(s) => s,
-        Err(e) => super::error::DeliveryError::Internal(format!("cannot start the HTTP thread: {e}")).raise(),
+        Err(e) => {
+            super::error::DeliveryError::Internal(format!("cannot start the HTTP thread: {e}"))
+                .raise()
+        }
     }
 }
 
 impl<S: Source> Worker<S> {
     pub fn new(source: S, origin: Origin, sender: Sender) -> Worker<S> {
         Worker {
-        sender,
-        source,
-        origin,
-        shutdown: false,
-        reloaded: false,
-        attempt: 0,
-        blocked_wait: Duration::from_millis(5),
-        last_purge: Instant::now() - PURGE_INTERVAL,
-        recent: VecDeque::new(),
-        random_state: seed(),
+            sender,
+            source,
+            origin,
+            shutdown: false,
+            reloaded: false,
+            attempt: 0,
+            blocked_wait: Duration::from_millis(5),
+            last_purge: Instant::now() - PURGE_INTERVAL,
+            recent: VecDeque::new(),
+            random_state: seed(),
         }
     }
 }
@@ -150,7 +153,10 @@ impl<S: Source> Worker<S> {
             }
             match plan {
                 Plan::Exit => {
-                    log!("pgaudit_siem: {}; the worker exits", self.source.gone_reason());
+                    log!(
+                        "pgaudit_siem: {}; the worker exits",
+                        self.source.gone_reason()
+                    );
                     return;
                 }
                 Plan::Disabled => {
@@ -262,7 +268,10 @@ impl<S: Source> Worker<S> {
     fn replace_sender(&mut self) -> http::Reply {
         match Sender::spawn() {
             Ok(sender) => self.sender = sender,
-            Err(e) => super::error::DeliveryError::Internal(format!("cannot restart the HTTP thread: {e}")).raise(),
+            Err(e) => super::error::DeliveryError::Internal(format!(
+                "cannot restart the HTTP thread: {e}"
+            ))
+            .raise(),
         }
         warning!("pgaudit_siem: the delivery worker's HTTP thread stopped and was restarted");
         http::thread_gone()
@@ -562,4 +571,3 @@ fn judge_item((status, answer): (u16, String)) -> ItemResult {
         },
     }
 }
-

@@ -35,13 +35,23 @@ impl Head<'_> {
 /// Appends `{"id":…,"timestamp":…` (the object left open).
 pub fn write_identity(out: &mut Vec<u8>, id: Uuid, unix_micros: i64) {
     out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+    out.extend_from_slice(
+        id.hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer())
+            .as_bytes(),
+    );
     out.extend_from_slice(b"\",\"timestamp\":");
     json::push_string(out, time::rfc3339_utc(unix_micros).as_bytes());
 }
 
 /// Appends `,"event":{…},"org":{…},"actor":{…}`.
-pub fn write_event(out: &mut Vec<u8>, category: &str, action: &str, database: &str, session_user: &str) {
+pub fn write_event(
+    out: &mut Vec<u8>,
+    category: &str,
+    action: &str,
+    database: &str,
+    session_user: &str,
+) {
     out.extend_from_slice(b",\"event\":{\"category\":");
     json::push_string(out, category.as_bytes());
     out.extend_from_slice(b",\"action\":");

@@ -129,7 +129,9 @@ pub fn segments() -> Vec<u64> {
                 .filter_map(|e| {
                     let name = e.file_name().into_string().ok()?;
                     let hex = name.strip_suffix(".seg")?;
-                    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+                    (hex.len() == 16)
+                        .then(|| u64::from_str_radix(hex, 16).ok())
+                        .flatten()
                 })
                 .collect()
         })
@@ -145,7 +147,10 @@ pub fn sequence_of(line: &[u8]) -> Option<u64> {
     let head = &line[..line.len().min(160)];
     let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The last complete line of a segment (cutting a torn tail), and the segment's size.
@@ -156,7 +161,9 @@ fn last_record(path: &Path) -> std::io::Result<(Option<u64>, u64)> {
     loop {
         file.seek(SeekFrom::Start(tail_start))?;
         let mut tail = Vec::with_capacity((len - tail_start) as usize);
-        Read::by_ref(&mut file).take(len - tail_start).read_to_end(&mut tail)?;
+        Read::by_ref(&mut file)
+            .take(len - tail_start)
+            .read_to_end(&mut tail)?;
         let Some(last_newline) = tail.iter().rposition(|&b| b == b'\n') else {
             if tail_start == 0 {
                 // No complete record: an empty (or wholly torn) segment.
@@ -172,7 +179,10 @@ fn last_record(path: &Path) -> std::io::Result<(Option<u64>, u64)> {
             // anyone as written, so it is dropped and its number reused.
             file.set_len(complete)?;
         }
-        let before = tail[..last_newline].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let before = tail[..last_newline]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         if before == 0 && tail_start > 0 {
             tail_start = tail_start.saturating_sub(1024 * 1024);
             continue;
@@ -188,7 +198,10 @@ fn directory_identity() -> std::io::Result<(u64, u64)> {
 
 /// Rebuilds `state` from the directory (under the exclusive lock).
 fn recover(state: &mut SpoolState) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(DIR)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(DIR)?;
     let (_, ino) = directory_identity()?;
     // Only a missing identity file means "new"; any other read error stops here (the
     // spool is left alone and recovery is retried later).
@@ -216,7 +229,10 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
             if !existing.is_empty() {
                 let label = previous.map_or_else(|| "unknown".to_owned(), |(id, _)| id.to_string());
                 let aside = Path::new(DIR).join(format!("foreign-{label}"));
-                fs::DirBuilder::new().recursive(true).mode(0o700).create(&aside)?;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&aside)?;
                 for first in existing {
                     fs::rename(segment_path(first), aside.join(format!("{first:016x}.seg")))?;
                 }
@@ -226,7 +242,12 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
             }
             let id = super::id::next_id(super::time::now_unix_micros());
             let temporary = Path::new(DIR).join("identity.tmp");
-            let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
             writeln!(file, "{id} 0 {ino}")?;
             file.sync_all()?;
             fs::rename(&temporary, identity_path())?;
@@ -234,23 +255,40 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
             id
         }
     };
-    let shipped: u64 = fs::read_to_string(shipped_path()).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    let shipped: u64 = fs::read_to_string(shipped_path())
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
     let list = segments();
     let mut total = 0u64;
     for first in &list {
-        total += fs::metadata(segment_path(*first)).map(|m| m.len()).unwrap_or(0);
+        total += fs::metadata(segment_path(*first))
+            .map(|m| m.len())
+            .unwrap_or(0);
     }
     let (segment, segment_bytes, next) = match list.last() {
         Some(&last) => {
             let (last_sequence, size) = last_record(&segment_path(last))?;
-            total = total.saturating_sub(fs::metadata(segment_path(last)).map(|m| m.len()).unwrap_or(0)) + size;
+            total = total.saturating_sub(
+                fs::metadata(segment_path(last))
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+            ) + size;
             (last, size, last_sequence.map_or(last, |s| s + 1))
         }
         None => (shipped + 1, 0, shipped + 1),
     };
     let next = next.max(shipped + 1);
-    let segment = if list.is_empty() || segment > next { next } else { segment };
-    fs::OpenOptions::new().append(true).create(true).mode(0o600).open(segment_path(segment))?;
+    let segment = if list.is_empty() || segment > next {
+        next
+    } else {
+        segment
+    };
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(segment_path(segment))?;
     state.stream_id = *stream_id.as_bytes();
     state.next_sequence = next;
     state.segment = segment;
@@ -325,7 +363,9 @@ pub fn identity() -> Option<StreamIdentity> {
         fall_back(state, problem);
         return None;
     }
-    let known = StreamIdentity { stream_id: state.stream_id };
+    let known = StreamIdentity {
+        stream_id: state.stream_id,
+    };
     drop(state);
     IDENTITY.with(|i| *i.borrow_mut() = Some(known));
     Some(known)
@@ -398,13 +438,22 @@ pub fn refuse_too_large() {
 }
 
 /// Writes one record with the next sequence (exclusive lock held by the caller).
-fn write_record(state: &mut SpoolState, head: &[u8], tail: &[u8], segment_size: u64) -> std::io::Result<u64> {
+fn write_record(
+    state: &mut SpoolState,
+    head: &[u8],
+    tail: &[u8],
+    segment_size: u64,
+) -> std::io::Result<u64> {
     let sequence = state.next_sequence;
     let number = sequence.to_string();
     let size = (head.len() + number.len() + tail.len() + 1) as u64;
     if state.segment_bytes > 0 && state.segment_bytes + size > segment_size {
         // Rotate: the new segment is named by its first sequence.
-        fs::OpenOptions::new().append(true).create(true).mode(0o600).open(segment_path(sequence))?;
+        fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(segment_path(sequence))?;
         state.segment = sequence;
         state.segment_bytes = 0;
     }
@@ -412,7 +461,11 @@ fn write_record(state: &mut SpoolState, head: &[u8], tail: &[u8], segment_size: 
     OPEN_SEGMENT.with(|open| -> std::io::Result<()> {
         let mut open = open.borrow_mut();
         if open.as_ref().is_none_or(|(first, _)| *first != segment) {
-            let file = fs::OpenOptions::new().append(true).create(true).mode(0o600).open(segment_path(segment))?;
+            let file = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(segment_path(segment))?;
             *open = Some((segment, file));
         }
         let (_, file) = open.as_mut().expect("opened above");
@@ -478,17 +531,24 @@ pub fn snapshot() -> Snapshot {
 /// The last error the shipper recorded (already masked).
 pub fn last_error() -> Option<String> {
     let state = SPOOL.share();
-    (state.last_error_len > 0).then(|| String::from_utf8_lossy(&state.last_error[..state.last_error_len]).into_owned())
+    (state.last_error_len > 0)
+        .then(|| String::from_utf8_lossy(&state.last_error[..state.last_error_len]).into_owned())
 }
 
 /// The shipper acknowledged everything up to `sequence`: persists it and deletes the
 /// segments whose records are all acknowledged.
 /// `bytes`: the size of the acknowledged records in the spool (lines and newlines).
-pub fn acknowledge(sequence: u64, bytes: u64, dead: u64, status: Option<u16>) -> std::io::Result<()> {
+pub fn acknowledge(
+    sequence: u64,
+    bytes: u64,
+    dead: u64,
+    status: Option<u16>,
+) -> std::io::Result<()> {
     // Memory first: a failure to persist the position only means duplicates after a
     // restart, never a batch resent forever.
     let temporary = Path::new(DIR).join("shipped.tmp");
-    let persisted = fs::write(&temporary, format!("{sequence}\n")).and_then(|()| fs::rename(&temporary, shipped_path()));
+    let persisted = fs::write(&temporary, format!("{sequence}\n"))
+        .and_then(|()| fs::rename(&temporary, shipped_path()));
     let mut state = SPOOL.exclusive();
     state.shipped = sequence;
     state.unshipped_bytes = state.unshipped_bytes.saturating_sub(bytes);
@@ -507,7 +567,9 @@ pub fn acknowledge(sequence: u64, bytes: u64, dead: u64, status: Option<u16>) ->
         let (first, next) = (window[0], window[1]);
         // Every record of `first` is below `next`; the segment being written stays.
         if next <= sequence + 1 && first != current {
-            freed += fs::metadata(segment_path(first)).map(|m| m.len()).unwrap_or(0);
+            freed += fs::metadata(segment_path(first))
+                .map(|m| m.len())
+                .unwrap_or(0);
             fs::remove_file(segment_path(first))?;
         }
     }
@@ -537,7 +599,11 @@ pub fn record_failure(status: Option<u16>, error: &str) {
 
 /// Appends refused records to the dead-letter file.
 pub fn dead_letter(lines: &[String]) -> std::io::Result<()> {
-    let mut file = fs::OpenOptions::new().append(true).create(true).mode(0o600).open(Path::new(DIR).join("dead_letter.ndjson"))?;
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(Path::new(DIR).join("dead_letter.ndjson"))?;
     for line in lines {
         file.write_all(line.as_bytes())?;
         file.write_all(b"\n")?;
@@ -564,7 +630,10 @@ pub struct Reader {
 
 impl Reader {
     pub fn after(acknowledged: u64) -> Reader {
-        Reader { position: None, next: acknowledged + 1 }
+        Reader {
+            position: None,
+            next: acknowledged + 1,
+        }
     }
 
     /// Forgets the position (after a failure that may have moved files).
@@ -573,10 +642,17 @@ impl Reader {
     }
 
     /// The next records, as (sequence, line without `\n`).
-    pub fn read(&mut self, below: u64, max_records: usize, max_bytes: usize) -> std::io::Result<Vec<(u64, String)>> {
+    pub fn read(
+        &mut self,
+        below: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<Vec<(u64, String)>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let more = |out: &Vec<(u64, String)>, bytes: usize, next: u64| next < below && out.len() < max_records && bytes < max_bytes;
+        let more = |out: &Vec<(u64, String)>, bytes: usize, next: u64| {
+            next < below && out.len() < max_records && bytes < max_bytes
+        };
         // Each pass reads one segment; a pass that finds nothing new moves to the next
         // segment or stops.
         for _ in 0..64 {
@@ -588,7 +664,12 @@ impl Reader {
                 None => {
                     // The segment holding `next`: the last one starting at or before it.
                     let list = segments();
-                    match list.iter().rev().find(|&&f| f <= self.next).or(list.first()) {
+                    match list
+                        .iter()
+                        .rev()
+                        .find(|&&f| f <= self.next)
+                        .or(list.first())
+                    {
                         Some(&segment) => (segment, 0),
                         None => break,
                     }
@@ -614,7 +695,10 @@ impl Reader {
                 if line.len() > MAX_READ_LINE_BYTES {
                     // Not written by this version (records are capped far below): skip
                     // it rather than hold it, and say so.
-                    warning!("pgaudit_siem: skipping an oversized line in {}", segment_path(segment).display());
+                    warning!(
+                        "pgaudit_siem: skipping an oversized line in {}",
+                        segment_path(segment).display()
+                    );
                 }
                 if n == 0 || line.last() != Some(&b'\n') {
                     break; // the end of this segment, or a record still being written
@@ -652,7 +736,10 @@ mod tests {
 
     #[test]
     fn sequences_are_read_from_the_record() {
-        assert_eq!(sequence_of(br#"{"id":"x","timestamp":"t","sequence":42,"event":{}}"#), Some(42));
+        assert_eq!(
+            sequence_of(br#"{"id":"x","timestamp":"t","sequence":42,"event":{}}"#),
+            Some(42)
+        );
         assert_eq!(sequence_of(br#"{"id":"x"}"#), None);
     }
 }

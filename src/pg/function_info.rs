@@ -24,7 +24,11 @@ macro_rules! function_info_v1 {
 macro_rules! sql_query {
     ($file:literal) => {
         match ::std::ffi::CStr::from_bytes_with_nul(
-            concat!(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file)), "\0").as_bytes(),
+            concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file)),
+                "\0"
+            )
+            .as_bytes(),
         ) {
             Ok(query) => query,
             Err(_) => panic!("a query file must not contain NUL bytes"),

@@ -123,7 +123,10 @@ pub fn at_function_call(event: pg_sys::FmgrHookEventType::Type, function: pg_sys
 }
 
 /// Subtransaction start / commit / abort: an abort restores the flag it started with.
-pub fn at_subtransaction_event(event: pg_sys::SubXactEvent::Type, subxact: pg_sys::SubTransactionId) {
+pub fn at_subtransaction_event(
+    event: pg_sys::SubXactEvent::Type,
+    subxact: pg_sys::SubTransactionId,
+) {
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
             let current = active();

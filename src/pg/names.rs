@@ -21,7 +21,9 @@ pub fn cstr_or_empty(ptr: *const c_char) -> String {
         return String::new();
     }
     // SAFETY: NUL-terminated string from PostgreSQL.
-    unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The connected database's name (inside a transaction the first time), cached.
@@ -29,14 +31,21 @@ pub fn database() -> String {
     DATABASE_NAME.with(|c| {
         c.borrow_mut()
             // SAFETY: a catalog lookup of our own database; the palloc'd name is copied.
-            .get_or_insert_with(|| cstr_or_empty(unsafe { pg_sys::get_database_name(pg_sys::MyDatabaseId) }))
+            .get_or_insert_with(|| {
+                cstr_or_empty(unsafe { pg_sys::get_database_name(pg_sys::MyDatabaseId) })
+            })
             .clone()
     })
 }
 
 /// A role's name, cached per backend.
 pub fn role(oid: pg_sys::Oid) -> String {
-    if let Some(name) = ROLE_NAMES.with(|c| c.borrow().iter().find(|(o, _)| *o == oid).map(|(_, n)| n.clone())) {
+    if let Some(name) = ROLE_NAMES.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(o, _)| *o == oid)
+            .map(|(_, n)| n.clone())
+    }) {
         return name;
     }
     // SAFETY: GetUserNameFromId with noerr = true returns NULL for a vanished role.

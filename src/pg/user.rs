@@ -27,7 +27,10 @@ impl SavedUser {
         // SAFETY: the standard save/switch of the current user (see module docs).
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-            pg_sys::SetUserIdAndSecContext(role, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+            pg_sys::SetUserIdAndSecContext(
+                role,
+                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            );
         }
         SavedUser { user, context }
     }

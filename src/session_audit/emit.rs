@@ -16,9 +16,9 @@ use std::ffi::{c_char, CStr};
 
 use pgrx::pg_sys;
 
-use crate::settings::log_classes as classes;
 use super::format::{self, Line, Parameters, StatementPart};
 use super::stack::{self, AuditEvent, StackId};
+use crate::settings::log_classes as classes;
 
 use crate::pg::unguarded;
 use crate::settings;
@@ -114,7 +114,8 @@ pub fn log_event(id: StackId) -> bool {
     let Some((class_name, print_text, params)) = decision else {
         return false;
     };
-    let parameter_values = (print_text && settings::log_parameter()).then(|| parameter_strings(params));
+    let parameter_values =
+        (print_text && settings::log_parameter()).then(|| parameter_strings(params));
     let max_string_length = settings::log_max_string_length();
     let rows_enabled = settings::log_rows();
     let stream = settings::session_stream_enabled();
@@ -156,7 +157,8 @@ pub fn log_event(id: StackId) -> bool {
         };
         format::write_line(&mut line, &fields, max_string_length);
         // The stream's record is built from the same fields; `None`: no stream.
-        let streamed = stream.then(|| super::record::spool(&fields, &line, max_string_length).is_ok());
+        let streamed =
+            stream.then(|| super::record::spool(&fields, &line, max_string_length).is_ok());
         if print_text {
             e.statement_logged = true;
         }
@@ -190,7 +192,9 @@ thread_local! {
 fn warn_fallback() {
     let now = std::time::Instant::now();
     let due = LAST_FALLBACK_WARNING.with(|last| {
-        let due = last.get().is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10));
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10));
         if due {
             last.set(Some(now));
         }

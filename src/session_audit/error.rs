@@ -17,7 +17,11 @@ pub enum AuditError<'a> {
     /// An event trigger function was called directly.
     NotFiredByEventTriggerManager,
     /// SPI failed inside an event trigger.
-    Spi { caller: &'a str, call: &'a str, code: i32 },
+    Spi {
+        caller: &'a str,
+        call: &'a str,
+        code: i32,
+    },
     /// A function vanished between its execution and its audit line.
     FunctionLookup { oid: u32 },
 }
@@ -35,7 +39,9 @@ impl AuditError<'_> {
             AuditError::NotLoaded { function } => {
                 format!("pgaudit not loaded before call to {function}()")
             }
-            AuditError::NotFiredByEventTriggerManager => "not fired by event trigger manager".into(),
+            AuditError::NotFiredByEventTriggerManager => {
+                "not fired by event trigger manager".into()
+            }
             AuditError::Spi { caller, call, code } => format!("{caller}: {call} returned {code}"),
             AuditError::FunctionLookup { oid } => format!("cache lookup failed for function {oid}"),
         }
@@ -57,11 +63,19 @@ mod tests {
             "pgaudit stack item 3 not found - top of stack is -1"
         );
         assert_eq!(
-            AuditError::NotLoaded { function: "pgaudit_sql_drop" }.message(),
+            AuditError::NotLoaded {
+                function: "pgaudit_sql_drop"
+            }
+            .message(),
             "pgaudit not loaded before call to pgaudit_sql_drop()"
         );
         assert_eq!(
-            AuditError::Spi { caller: "pgaudit_ddl_command_end", call: "SPI_connect", code: -1 }.message(),
+            AuditError::Spi {
+                caller: "pgaudit_ddl_command_end",
+                call: "SPI_connect",
+                code: -1
+            }
+            .message(),
             "pgaudit_ddl_command_end: SPI_connect returned -1"
         );
     }

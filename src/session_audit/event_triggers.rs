@@ -15,21 +15,18 @@ use std::ffi::{c_char, CStr};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::settings::log_classes as classes;
 use super::emit;
 use super::error::AuditError;
 use super::stack;
 use crate::settings;
+use crate::settings::log_classes as classes;
 
 const DDL_COMMANDS_QUERY: &CStr = crate::sql_query!("ddl_commands.sql");
 const DROPPED_OBJECTS_QUERY: &CStr = crate::sql_query!("dropped_objects.sql");
 
 // The SQL that creates the functions and event triggers. `pg_finfo_*` records come from
 // `pgrx::pg_sys::pg_finfo_record`-style exports below, so PostgreSQL calls them as V1.
-pgrx::extension_sql_file!(
-    "../../sql/session_audit.sql",
-    name = "ddl_event_triggers",
-);
+pgrx::extension_sql_file!("../../sql/session_audit.sql", name = "ddl_event_triggers",);
 
 crate::function_info_v1!(pg_finfo_pgaudit_ddl_command_end, pg_finfo_pgaudit_sql_drop);
 
@@ -44,7 +41,10 @@ pub unsafe extern "C-unwind" fn pgaudit_ddl_command_end(
         return null_datum(fcinfo);
     }
     let Some(top) = stack::top_id() else {
-        AuditError::NotLoaded { function: "pgaudit_ddl_command_end" }.raise();
+        AuditError::NotLoaded {
+            function: "pgaudit_ddl_command_end",
+        }
+        .raise();
     };
     let _internal = crate::pg::internal::InternalScope::enter();
     // SAFETY: fcinfo is valid; `context` is checked to be EventTriggerData before use.
@@ -101,7 +101,10 @@ pub unsafe extern "C-unwind" fn pgaudit_sql_drop(
         return null_datum(fcinfo);
     }
     let Some(top) = stack::top_id() else {
-        AuditError::NotLoaded { function: "pgaudit_sql_drop" }.raise();
+        AuditError::NotLoaded {
+            function: "pgaudit_sql_drop",
+        }
+        .raise();
     };
     let _internal = crate::pg::internal::InternalScope::enter();
     // SAFETY: as above; only validates that we were fired as an event trigger.
@@ -147,11 +150,21 @@ fn spi_rows(query: &CStr, columns: i32, caller: &str) -> Vec<Vec<Option<Vec<u8>>
     unsafe {
         let rc = pg_sys::SPI_connect();
         if rc < 0 {
-            AuditError::Spi { caller, call: "SPI_connect", code: rc }.raise();
+            AuditError::Spi {
+                caller,
+                call: "SPI_connect",
+                code: rc,
+            }
+            .raise();
         }
         let rc = pg_sys::SPI_execute(query.as_ptr(), true, 0);
         if rc != pg_sys::SPI_OK_SELECT as i32 {
-            AuditError::Spi { caller, call: "SPI_execute", code: rc }.raise();
+            AuditError::Spi {
+                caller,
+                call: "SPI_execute",
+                code: rc,
+            }
+            .raise();
         }
         let table = pg_sys::SPI_tuptable;
         let count = pg_sys::SPI_processed as usize;

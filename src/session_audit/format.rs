@@ -193,14 +193,23 @@ fn parameter_list(values: &[Option<Vec<u8>>], max_string_length: Option<usize>) 
         if i != 0 {
             inner.push(b',');
         }
-        append_csv(&mut inner, value.as_deref().map(|v| truncate(v, max_string_length)).as_deref());
+        append_csv(
+            &mut inner,
+            value
+                .as_deref()
+                .map(|v| truncate(v, max_string_length))
+                .as_deref(),
+        );
     }
     inner
 }
 
 /// The statement and parameter fields of a line, unquoted (what a structured record
 /// carries as `statement` and `parameter`). `None`: the field is empty in the line.
-pub fn statement_fields(statement: &StatementPart<'_>, max_string_length: Option<usize>) -> (Option<Vec<u8>>, Vec<u8>) {
+pub fn statement_fields(
+    statement: &StatementPart<'_>,
+    max_string_length: Option<usize>,
+) -> (Option<Vec<u8>>, Vec<u8>) {
     match statement {
         StatementPart::Text { text, parameters } => (
             text.map(|t| truncate(t, max_string_length).into_owned()),
@@ -211,7 +220,10 @@ pub fn statement_fields(statement: &StatementPart<'_>, max_string_length: Option
             },
         ),
         StatementPart::NotLogged => (Some(b"<not logged>".to_vec()), b"<not logged>".to_vec()),
-        StatementPart::PreviouslyLogged => (Some(b"<previously logged>".to_vec()), b"<previously logged>".to_vec()),
+        StatementPart::PreviouslyLogged => (
+            Some(b"<previously logged>".to_vec()),
+            b"<previously logged>".to_vec(),
+        ),
     }
 }
 

@@ -62,8 +62,13 @@ fn facts<R>(f: impl FnOnce(&SessionFacts) -> R) -> R {
                     client_addr,
                     client_port,
                     // log_line_prefix %c: start time and pid in hex.
-                    session_id: { let (start, pid) = (pg_sys::MyStartTime, pg_sys::MyProcPid); format!("{start:x}.{pid:x}") },
-                    backend_start: time::rfc3339_utc(pg_sys::MyStartTimestamp + time::POSTGRES_EPOCH_UNIX_MICROS),
+                    session_id: {
+                        let (start, pid) = (pg_sys::MyStartTime, pg_sys::MyProcPid);
+                        format!("{start:x}.{pid:x}")
+                    },
+                    backend_start: time::rfc3339_utc(
+                        pg_sys::MyStartTimestamp + time::POSTGRES_EPOCH_UNIX_MICROS,
+                    ),
                     cluster: pg_sys::GetSystemIdentifier().to_string(),
                     host: names::host(),
                 }
@@ -88,12 +93,18 @@ fn client_socket() -> Option<std::net::SocketAddr> {
             libc::AF_INET => {
                 let v4 = &*(storage as *const libc::sockaddr_in);
                 let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-                Some(std::net::SocketAddr::new(ip.into(), u16::from_be(v4.sin_port)))
+                Some(std::net::SocketAddr::new(
+                    ip.into(),
+                    u16::from_be(v4.sin_port),
+                ))
             }
             libc::AF_INET6 => {
                 let v6 = &*(storage as *const libc::sockaddr_in6);
                 let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
-                Some(std::net::SocketAddr::new(ip.into(), u16::from_be(v6.sin6_port)))
+                Some(std::net::SocketAddr::new(
+                    ip.into(),
+                    u16::from_be(v6.sin6_port),
+                ))
             }
             _ => None,
         }
@@ -115,7 +126,11 @@ fn in_transaction() -> bool {
 
 /// Appends the record of `line` (`text` is the complete `AUDIT: ...` message) to the
 /// spool. `Err` when the spool refused it: the caller writes the line to the server log.
-pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> Result<u64, spool::Refused> {
+pub fn spool(
+    line: &Line<'_>,
+    text: &[u8],
+    max_string_length: Option<usize>,
+) -> Result<u64, spool::Refused> {
     if text.len() > MAX_LINE_BYTES {
         spool::refuse_too_large();
         return Err(spool::Refused::TooLarge);
@@ -147,8 +162,18 @@ pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> 
         let action = String::from_utf8_lossy(line.command).to_ascii_lowercase();
         envelope::write_event(tail, "session_audit", &action, &database, &session_user);
         tail.extend_from_slice(b",\"audit\":{\"type\":");
-        tail.extend_from_slice(if line.object_audit { b"\"OBJECT\"" } else { b"\"SESSION\"" });
-        tail.extend_from_slice(format!(",\"statement_id\":{},\"substatement_id\":{},\"class\":", line.statement_id, line.substatement_id).as_bytes());
+        tail.extend_from_slice(if line.object_audit {
+            b"\"OBJECT\""
+        } else {
+            b"\"SESSION\""
+        });
+        tail.extend_from_slice(
+            format!(
+                ",\"statement_id\":{},\"substatement_id\":{},\"class\":",
+                line.statement_id, line.substatement_id
+            )
+            .as_bytes(),
+        );
         json::push_string(tail, line.class.as_bytes());
         tail.extend_from_slice(b",\"command\":");
         json::push_string(tail, line.command);
@@ -215,9 +240,13 @@ pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> 
             );
             tail.extend_from_slice(b"\"}}");
         });
-        let result = spool::append(head, tail, spool_max_bytes, segment_bytes, |count, since| {
-            overflow_record(count, since, &database, &session_user)
-        });
+        let result = spool::append(
+            head,
+            tail,
+            spool_max_bytes,
+            segment_bytes,
+            |count, since| overflow_record(count, since, &database, &session_user),
+        );
         // One huge statement must not keep its buffers alive for the whole session.
         for buffer in [head, tail] {
             if buffer.capacity() > RETAINED_BUFFER_BYTES {
@@ -229,14 +258,27 @@ pub fn spool(line: &Line<'_>, text: &[u8], max_string_length: Option<usize>) -> 
 }
 
 /// The record that tells the SIEM `count` records went to the server log instead.
-fn overflow_record(count: u64, since: i64, database: &str, session_user: &str) -> (Vec<u8>, Vec<u8>) {
+fn overflow_record(
+    count: u64,
+    since: i64,
+    database: &str,
+    session_user: &str,
+) -> (Vec<u8>, Vec<u8>) {
     let now = time::now_unix_micros();
     let mut head = Vec::with_capacity(160);
     envelope::write_identity(&mut head, id::next_id(now), now);
     head.extend_from_slice(b",\"sequence\":");
     let mut tail = Vec::with_capacity(400);
-    envelope::write_event(&mut tail, "session_audit", "spool_overflow", database, session_user);
-    tail.extend_from_slice(format!(",\"overflow\":{{\"records_in_server_log\":{count},\"since\":").as_bytes());
+    envelope::write_event(
+        &mut tail,
+        "session_audit",
+        "spool_overflow",
+        database,
+        session_user,
+    );
+    tail.extend_from_slice(
+        format!(",\"overflow\":{{\"records_in_server_log\":{count},\"since\":").as_bytes(),
+    );
     json::push_string(&mut tail, time::rfc3339_utc(since).as_bytes());
     tail.extend_from_slice(b",\"until\":");
     json::push_string(&mut tail, time::rfc3339_utc(now).as_bytes());

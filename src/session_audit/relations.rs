@@ -20,8 +20,8 @@ use pgrx::PgList;
 
 use super::emit;
 use super::stack::{self, StackId};
-use crate::settings;
 use crate::pg::syscache::with_row;
+use crate::settings;
 use pg_sys::SysCacheIdentifier::{ATTNUM, RELOID};
 
 /// PostgreSQL functions that cannot raise an ERROR, declared without pgrx's per-call
@@ -67,7 +67,8 @@ pub fn log_select_dml(id: StackId, audit_oid: pg_sys::Oid, range_table: *mut pg_
         let rel_oid = rte.relid;
         // SAFETY: syscache lookup; returns InvalidOid for a vanished relation.
         let namespace = unsafe { pg_sys::get_rel_namespace(rel_oid) };
-        if !settings::log_catalog() && namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
+        if !settings::log_catalog() && namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE)
+        {
             continue;
         }
         stack::with_event(id, |e| e.granted = false);

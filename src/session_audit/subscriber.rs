@@ -23,14 +23,14 @@ use std::ffi::c_char;
 
 use pgrx::pg_sys;
 
-use super::nesting;
-use crate::settings::log_classes as classes;
 use super::emit;
 use super::error::AuditError;
+use super::nesting;
 use super::relations;
 use super::stack::{self, AuditEvent, StackId};
 use crate::pg::unguarded;
 use crate::settings;
+use crate::settings::log_classes as classes;
 
 // ---- Shared predicates ----
 
@@ -287,7 +287,11 @@ pub fn utility_after(state: UtilityState) {
         if !transaction_aborted() {
             if !stack::contains(id) {
                 let top = stack::top_id().unwrap_or(-1);
-                AuditError::ItemNotFound { id: id as i64, top: top as i64 }.raise();
+                AuditError::ItemNotFound {
+                    id: id as i64,
+                    top: top as i64,
+                }
+                .raise();
             }
             let logged = stack::with_event(id, |e| e.logged).unwrap_or(true);
             if settings::log_classes() != classes::NONE && !logged {
@@ -324,7 +328,10 @@ fn log_function_execute(function_oid: pg_sys::Oid) {
         },
     );
     let Some((namespace, name)) = row else {
-        AuditError::FunctionLookup { oid: u32::from(function_oid) }.raise();
+        AuditError::FunctionLookup {
+            oid: u32::from(function_oid),
+        }
+        .raise();
     };
     if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
         return;

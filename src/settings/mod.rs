@@ -97,8 +97,10 @@ static DELIVERY_LINGER: GucSetting<i32> = GucSetting::<i32>::new(20);
 static DELIVERY_GZIP: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The session-audit stream (see `events::spool`, `delivery::shipper`).
 static SESSION_AUDIT_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static SESSION_AUDIT_FORMAT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"ndjson"));
-static SESSION_AUDIT_HEADERS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static SESSION_AUDIT_FORMAT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"ndjson"));
+static SESSION_AUDIT_HEADERS_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 static SESSION_AUDIT_SERVER_LOG: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SESSION_AUDIT_SPOOL_MAX_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static SESSION_AUDIT_SEGMENT_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
@@ -354,7 +356,16 @@ fn init_session_audit_stream() {
         (c"pgaudit_siem.session_audit_sync_interval", c"How often the shipper flushes the spool to disk: what an operating-system crash may lose at most.", &SESSION_AUDIT_SYNC_INTERVAL, 10, 60_000, GucFlags::UNIT_MS),
     ];
     for (name, description, setting, min, max, flags) in ints {
-        GucRegistry::define_int_guc(name, description, c"", setting, min, max, GucContext::Sighup, flags);
+        GucRegistry::define_int_guc(
+            name,
+            description,
+            c"",
+            setting,
+            min,
+            max,
+            GucContext::Sighup,
+            flags,
+        );
     }
 }
 
@@ -859,7 +870,10 @@ pub fn session_stream_enabled() -> bool {
 /// path (no allocation).
 pub fn session_stream_limits() -> (u64, u64) {
     let mb = |s: &GucSetting<i32>| s.get().max(1) as u64 * 1024 * 1024;
-    (mb(&SESSION_AUDIT_SPOOL_MAX_SIZE), mb(&SESSION_AUDIT_SEGMENT_SIZE))
+    (
+        mb(&SESSION_AUDIT_SPOOL_MAX_SIZE),
+        mb(&SESSION_AUDIT_SEGMENT_SIZE),
+    )
 }
 
 /// Whether AUDIT lines also go to the server log.
@@ -875,7 +889,9 @@ pub fn session_stream() -> SessionStreamSettings {
         headers_file: text_setting(&SESSION_AUDIT_HEADERS_FILE),
         spool_max_bytes: mb(&SESSION_AUDIT_SPOOL_MAX_SIZE),
         segment_bytes: mb(&SESSION_AUDIT_SEGMENT_SIZE),
-        sync_interval: std::time::Duration::from_millis(SESSION_AUDIT_SYNC_INTERVAL.get().max(10) as u64),
+        sync_interval: std::time::Duration::from_millis(
+            SESSION_AUDIT_SYNC_INTERVAL.get().max(10) as u64
+        ),
     }
 }
 

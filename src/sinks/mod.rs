@@ -87,7 +87,11 @@ pub fn by_name(name: &str) -> Option<&'static dyn Sink> {
 
 /// The names, for hints: `json, ndjson, splunk_hec, opensearch_bulk`.
 pub fn names() -> String {
-    SINKS.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+    SINKS
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Encodes `events` as one request body.
@@ -160,8 +164,12 @@ mod tests {
     #[test]
     fn bulk_uses_the_event_id_and_ends_with_newline() {
         let a = event("0193fe52-5bed-75a4-8aec-829c1bdd9b7f", r#"{"x":1}"#);
-        let body = String::from_utf8(encode(&opensearch_bulk::OpensearchBulk, &[&a], &Origin::default()))
-            .unwrap();
+        let body = String::from_utf8(encode(
+            &opensearch_bulk::OpensearchBulk,
+            &[&a],
+            &Origin::default(),
+        ))
+        .unwrap();
         assert_eq!(
             body,
             "{\"create\":{\"_id\":\"0193fe52-5bed-75a4-8aec-829c1bdd9b7f\"}}\n{\"x\":1}\n"
@@ -170,7 +178,8 @@ mod tests {
 
     #[test]
     fn bulk_responses_give_item_statuses() {
-        let ok = opensearch_bulk::bulk_items(br#"{"took":3,"errors":false,"items":[]}"#, 2).unwrap();
+        let ok =
+            opensearch_bulk::bulk_items(br#"{"took":3,"errors":false,"items":[]}"#, 2).unwrap();
         assert_eq!(ok.iter().map(|i| i.0).collect::<Vec<_>>(), [200, 200]);
         let mixed = br#"{"took":3,"errors":true,"items":[{"create":{"_id":"a","status":201}},{"create":{"_id":"b","status":429,"error":{"type":"es_rejected_execution_exception","reason":"x"}}},{"create":{"_id":"c","status":409,"error":{"type":"version_conflict_engine_exception"}}}]}"#;
         let items = opensearch_bulk::bulk_items(mixed, 3).unwrap();

@@ -55,7 +55,9 @@ mod tests {
     #[test]
     fn the_health_check_is_on_the_same_host() {
         assert_eq!(
-            SplunkHec.health_check_url("https://hec.example:8088/services/collector/event").as_deref(),
+            SplunkHec
+                .health_check_url("https://hec.example:8088/services/collector/event")
+                .as_deref(),
             Some("https://hec.example:8088/services/collector/health/1.0")
         );
         assert_eq!(SplunkHec.health_check_url("not a url"), None);

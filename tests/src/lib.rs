@@ -452,9 +452,11 @@ impl Cluster {
         self.connect()
             .batch_execute("SELECT pg_reload_conf()")
             .expect("reload");
-        wait_until("the postmaster to reload its configuration", Duration::from_secs(30), || {
-            load_time(self) != before
-        });
+        wait_until(
+            "the postmaster to reload its configuration",
+            Duration::from_secs(30),
+            || load_time(self) != before,
+        );
     }
 
     /// The plain-text server log so far: what the postmaster wrote before the logging

@@ -15,7 +15,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 const LAYERS: [&str; 4] = ["pg", "settings", "events", "sinks"];
-const SUBSYSTEMS: [&str; 4] = ["session_audit", "delegated_config", "change_capture", "delivery"];
+const SUBSYSTEMS: [&str; 4] = [
+    "session_audit",
+    "delegated_config",
+    "change_capture",
+    "delivery",
+];
 const TOP: [&str; 2] = ["lib", "hooks"];
 
 fn source_root() -> PathBuf {
@@ -36,7 +41,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file belongs to (`src/delivery/worker.rs` → `delivery`).
 fn module_of(root: &Path, file: &Path) -> String {
     let relative = file.strip_prefix(root).unwrap();
-    let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+    let first = relative
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
     first.trim_end_matches(".rs").to_owned()
 }
 
@@ -128,18 +139,36 @@ fn every_import_points_down_the_layers() {
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     files.sort();
-    assert!(files.len() > 20, "sources not found under {}", root.display());
+    assert!(
+        files.len() > 20,
+        "sources not found under {}",
+        root.display()
+    );
     let macros = exported_macros(&root, &files);
-    let known: Vec<&str> = LAYERS.iter().chain(&SUBSYSTEMS).chain(&TOP).copied().collect();
+    let known: Vec<&str> = LAYERS
+        .iter()
+        .chain(&SUBSYSTEMS)
+        .chain(&TOP)
+        .copied()
+        .collect();
     let mut violations = Vec::new();
     for file in &files {
         let from = module_of(&root, file);
-        assert!(known.contains(&from.as_str()), "{}: top-level module `{from}` is not in the layer map", file.display());
+        assert!(
+            known.contains(&from.as_str()),
+            "{}: top-level module `{from}` is not in the layer map",
+            file.display()
+        );
         let text = fs::read_to_string(file).unwrap();
         for (number, line) in text.lines().enumerate() {
             let code = code_of(line);
             if code.contains("super::super::") {
-                violations.push(format!("{}:{}: `super::super::` leaves the module: {}", file.display(), number + 1, line.trim()));
+                violations.push(format!(
+                    "{}:{}: `super::super::` leaves the module: {}",
+                    file.display(),
+                    number + 1,
+                    line.trim()
+                ));
             }
             for name in referenced_modules(code) {
                 let to = macros.get(&name).cloned().unwrap_or(name);
@@ -157,22 +186,38 @@ fn every_import_points_down_the_layers() {
             }
         }
     }
-    assert!(violations.is_empty(), "imports against the layering:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "imports against the layering:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
 fn the_rules_refuse_sideways_and_upward_imports() {
     assert!(allowed("delivery", "sinks") && allowed("delivery", "pg"));
     assert!(!allowed("delivery", "change_capture"), "sideways");
-    assert!(!allowed("session_audit", "hooks"), "upwards to the dispatcher");
-    assert!(!allowed("events", "sinks") && !allowed("pg", "settings"), "up the layers");
+    assert!(
+        !allowed("session_audit", "hooks"),
+        "upwards to the dispatcher"
+    );
+    assert!(
+        !allowed("events", "sinks") && !allowed("pg", "settings"),
+        "up the layers"
+    );
     assert!(allowed("sinks", "events") && allowed("settings", "pg"));
-    assert!(!allowed("sinks", "delivery"), "a layer never uses a subsystem");
+    assert!(
+        !allowed("sinks", "delivery"),
+        "a layer never uses a subsystem"
+    );
     assert_eq!(
         referenced_modules("use crate::{change_capture, pg::names, self};"),
         ["change_capture", "pg"]
     );
-    assert_eq!(referenced_modules("let x = crate::events::id::next_id(1);"), ["events"]);
+    assert_eq!(
+        referenced_modules("let x = crate::events::id::next_id(1);"),
+        ["events"]
+    );
 }
 
 #[test]
@@ -185,20 +230,39 @@ fn no_sql_statements_in_rust_string_literals() {
     for file in files {
         let text = fs::read_to_string(&file).unwrap();
         if text.contains("extension_sql!(") {
-            found.push(format!("{}: extension_sql! (use extension_sql_file!)", file.display()));
+            found.push(format!(
+                "{}: extension_sql! (use extension_sql_file!)",
+                file.display()
+            ));
         }
         for (number, line) in text.lines().enumerate() {
             let code = code_of(line).trim_start();
             // A multi-line string literal that starts with a SQL keyword.
-            for keyword in ["\"SELECT ", "\"INSERT ", "\"UPDATE ", "\"DELETE ", "\"WITH ", "\"CREATE "] {
+            for keyword in [
+                "\"SELECT ",
+                "\"INSERT ",
+                "\"UPDATE ",
+                "\"DELETE ",
+                "\"WITH ",
+                "\"CREATE ",
+            ] {
                 if let Some(i) = code.find(keyword) {
                     let literal = &code[i + 1..];
                     if !literal.contains('"') {
-                        found.push(format!("{}:{}: multi-line SQL literal: {}", file.display(), number + 1, line.trim()));
+                        found.push(format!(
+                            "{}:{}: multi-line SQL literal: {}",
+                            file.display(),
+                            number + 1,
+                            line.trim()
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(found.is_empty(), "SQL in Rust string literals:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "SQL in Rust string literals:\n{}",
+        found.join("\n")
+    );
 }

@@ -41,7 +41,6 @@ fn setup(c: &mut Client, url: &str, format: &str) {
     c.batch_execute("SELECT pgaudit_siem.enable()").unwrap();
 }
 
-
 /// Row markers `n` of received change events on table t, in arrival order.
 fn received_markers(receiver: &Receiver) -> Vec<i64> {
     receiver
@@ -621,9 +620,11 @@ fn receiver_outage_and_5xx_are_retried_until_delivered() {
     // disable() stops forwarding; events keep queueing and go out after enable().
     c.batch_execute("SELECT pgaudit_siem.disable(); INSERT INTO t VALUES (23)")
         .unwrap();
-    assert_stays("disable() stops forwarding", Duration::from_millis(500), || {
-        received_markers(&receiver).len() == 23
-    });
+    assert_stays(
+        "disable() stops forwarding",
+        Duration::from_millis(500),
+        || received_markers(&receiver).len() == 23,
+    );
     assert!(
         stat(&mut c, "queued") >= 2,
         "the event and the disable() settings event wait"
@@ -937,9 +938,11 @@ fn assert_clean_worker_exits(cluster: &Cluster) {
 fn a_worker_comes_with_create_extension_and_goes_with_drop_extension() {
     let receiver = Receiver::start(0, None).unwrap();
     let (cluster, mut c) = cluster_with_app("delivery-extension-lifecycle", &receiver);
-    assert_stays("no worker without the extension", Duration::from_millis(500), || {
-        worker_pid(&mut c, "postgres").is_none()
-    });
+    assert_stays(
+        "no worker without the extension",
+        Duration::from_millis(500),
+        || worker_pid(&mut c, "postgres").is_none(),
+    );
     let mut app = cluster.connect_as("app", "postgres");
     app.batch_execute("INSERT INTO t VALUES (1)").unwrap();
     wait_until("event", Duration::from_secs(20), || {
@@ -1066,7 +1069,9 @@ fn workers_run_only_on_a_primary() {
         .get::<_, i64>(0)
             == 1
     });
-    assert_stays("no worker on a standby", Duration::from_millis(500), || ours(&mut s) == 0);
+    assert_stays("no worker on a standby", Duration::from_millis(500), || {
+        ours(&mut s) == 0
+    });
     wait_until("delivery from the primary", Duration::from_secs(20), || {
         received_markers(&receiver) == [1]
     });

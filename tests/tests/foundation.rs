@@ -68,10 +68,14 @@ fn refuses_to_load_outside_shared_preload_libraries() {
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
     // The reload is applied asynchronously: wait until new connections are refused.
     let mut refused = None;
-    wait_until("connections refused with session_preload_libraries = pgaudit_siem", Duration::from_secs(10), || {
-        refused = cluster.try_connect_as("postgres", "postgres", "late").err();
-        refused.is_some()
-    });
+    wait_until(
+        "connections refused with session_preload_libraries = pgaudit_siem",
+        Duration::from_secs(10),
+        || {
+            refused = cluster.try_connect_as("postgres", "postgres", "late").err();
+            refused.is_some()
+        },
+    );
     let err = refused.unwrap();
     let (code, message, _) = db_error(&err);
     assert_eq!(code, &SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);

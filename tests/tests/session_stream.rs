@@ -17,7 +17,10 @@ fn builder(name: &str, receiver: &Receiver) -> ClusterBuilder {
         .setting("pgaudit.featureEnabled", "on")
         .setting("pgaudit.log", "'all'")
         .setting("pgaudit.log_parameter", "on")
-        .setting("pgaudit_siem.session_audit_url", &format!("'{}'", receiver.url("/stream")))
+        .setting(
+            "pgaudit_siem.session_audit_url",
+            &format!("'{}'", receiver.url("/stream")),
+        )
         .setting("pgaudit_siem.delivery_retry_base", "'20ms'")
         .setting("pgaudit_siem.delivery_retry_max", "'300ms'")
         .setting("pgaudit_siem.delivery_timeout", "'2s'")
@@ -55,10 +58,14 @@ fn sorted(mut lines: Vec<String>) -> Vec<String> {
 /// Waits until the stream holds as many AUDIT records as the server log has lines.
 fn wait_for_all_lines(cluster: &Cluster, receiver: &Receiver) -> Vec<String> {
     let mut server = Vec::new();
-    wait_until("every AUDIT line in the stream", Duration::from_secs(60), || {
-        server = audit_lines(&cluster.log_records());
-        audit_records(receiver).len() >= server.len() && !server.is_empty()
-    });
+    wait_until(
+        "every AUDIT line in the stream",
+        Duration::from_secs(60),
+        || {
+            server = audit_lines(&cluster.log_records());
+            audit_records(receiver).len() >= server.len() && !server.is_empty()
+        },
+    );
     server
 }
 
@@ -69,7 +76,10 @@ fn assert_gapless(receiver: &Receiver) {
     assert_eq!(first, 1, "the stream starts at 1");
     assert_eq!(by_sequence.len() as u64, last, "sequence has gaps: {:?}", {
         let have: HashSet<u64> = by_sequence.keys().copied().collect();
-        (1..=last).filter(|s| !have.contains(s)).take(20).collect::<Vec<_>>()
+        (1..=last)
+            .filter(|s| !have.contains(s))
+            .take(20)
+            .collect::<Vec<_>>()
     });
     eprintln!("{last} records, {duplicates} duplicates redelivered");
 }
@@ -85,11 +95,19 @@ fn every_audit_line_arrives_as_a_record_equal_to_the_server_log() {
          BEGIN INSERT INTO orgs VALUES (i, 'org ' || i); END $$;",
     )
     .unwrap();
-    c.execute("INSERT INTO orgs VALUES ($1, $2)", &[&1i32, &"Ünïcødé, \"quoted\"\nnew line"]).unwrap();
+    c.execute(
+        "INSERT INTO orgs VALUES ($1, $2)",
+        &[&1i32, &"Ünïcødé, \"quoted\"\nnew line"],
+    )
+    .unwrap();
     c.batch_execute("SELECT add_org(2)").unwrap();
-    c.batch_execute("BEGIN; INSERT INTO orgs VALUES (3, 'rolled back'); ROLLBACK").unwrap();
-    assert!(c.batch_execute("SELECT * FROM orgs WHERE id = 1/0").is_err());
-    c.batch_execute("SELECT id,\n       name\n  FROM orgs\n -- a comment\n ORDER BY 1").unwrap();
+    c.batch_execute("BEGIN; INSERT INTO orgs VALUES (3, 'rolled back'); ROLLBACK")
+        .unwrap();
+    assert!(c
+        .batch_execute("SELECT * FROM orgs WHERE id = 1/0")
+        .is_err());
+    c.batch_execute("SELECT id,\n       name\n  FROM orgs\n -- a comment\n ORDER BY 1")
+        .unwrap();
     let status = cluster
         .pgbench()
         .args(["-i", "-s", "1", "-q", "postgres"])
@@ -101,14 +119,22 @@ fn every_audit_line_arrives_as_a_record_equal_to_the_server_log() {
         .args(["-c", "2", "-t", "50", "postgres"])
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     drop(c);
     let server = wait_for_all_lines(&cluster, &receiver);
     let stream: Vec<String> = audit_records(&receiver)
         .iter()
         .map(|r| r["line"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(sorted(stream), sorted(server.clone()), "the stream's lines are the server log's");
+    assert_eq!(
+        sorted(stream),
+        sorted(server.clone()),
+        "the stream's lines are the server log's"
+    );
     assert_gapless(&receiver);
     // The fields match the line, and identity comes from the server.
     let records = audit_records(&receiver);
@@ -120,19 +146,33 @@ fn every_audit_line_arrives_as_a_record_equal_to_the_server_log() {
     assert_eq!(insert["audit"]["class"], "WRITE");
     assert_eq!(insert["audit"]["command"], "INSERT");
     assert_eq!(insert["event"]["action"], "insert");
-    assert!(insert["audit"]["parameter"].as_str().unwrap().contains("Ünïcødé"));
+    assert!(insert["audit"]["parameter"]
+        .as_str()
+        .unwrap()
+        .contains("Ünïcødé"));
     assert_eq!(insert["session"]["database"], "postgres");
     assert_eq!(insert["session"]["session_user"], "postgres");
     assert_eq!(insert["session"]["client_addr"], "127.0.0.1");
     assert!(insert["session"]["client_port"].as_u64().is_some());
     // The line is written before the INSERT takes its transaction id.
-    assert!(insert["session"]["transaction_id"].is_null() || insert["session"]["transaction_id"].is_u64());
-    let commit = records.iter().find(|r| r["audit"]["command"] == "COMMIT" || r["audit"]["command"] == "ROLLBACK");
-    assert!(commit.is_some_and(|r| r["session"]["transaction_id"].is_u64()), "{commit:?}");
+    assert!(
+        insert["session"]["transaction_id"].is_null()
+            || insert["session"]["transaction_id"].is_u64()
+    );
+    let commit = records
+        .iter()
+        .find(|r| r["audit"]["command"] == "COMMIT" || r["audit"]["command"] == "ROLLBACK");
+    assert!(
+        commit.is_some_and(|r| r["session"]["transaction_id"].is_u64()),
+        "{commit:?}"
+    );
     assert_eq!(insert["source"]["role"], "primary");
     let sysid: String = cluster
         .connect()
-        .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(insert["source"]["cluster"], sysid.as_str());
@@ -146,9 +186,15 @@ fn server_log_off_leaves_the_lines_to_the_stream_only() {
         .setting("pgaudit_siem.session_audit_server_log", "off")
         .start_logged();
     let mut c = cluster.connect();
-    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1); SELECT * FROM t").unwrap();
-    wait_until("three records", Duration::from_secs(30), || audit_records(&receiver).len() >= 3);
-    assert!(audit_lines(&cluster.log_records()).is_empty(), "no AUDIT line in the server log");
+    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1); SELECT * FROM t")
+        .unwrap();
+    wait_until("three records", Duration::from_secs(30), || {
+        audit_records(&receiver).len() >= 3
+    });
+    assert!(
+        audit_lines(&cluster.log_records()).is_empty(),
+        "no AUDIT line in the server log"
+    );
     assert_gapless(&receiver);
 }
 
@@ -172,20 +218,27 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
             c.execute("SELECT $1::int", &[&n]).unwrap();
         }
     };
-    wait_until("the shipper", Duration::from_secs(20), || shipper(&cluster).is_some());
+    wait_until("the shipper", Duration::from_secs(20), || {
+        shipper(&cluster).is_some()
+    });
     work(&cluster, 0, 200);
     // SIGKILL of the shipper: the postmaster restarts the cluster; the spool survives.
     let pid = shipper(&cluster).unwrap();
     // SAFETY: a signal to a process of our test cluster.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     wait_until("a new shipper", Duration::from_secs(30), || {
-        cluster.try_connect_as("postgres", "postgres", "probe").is_ok()
+        cluster
+            .try_connect_as("postgres", "postgres", "probe")
+            .is_ok()
             && shipper(&cluster).is_some_and(|p| p != pid)
     });
     work(&cluster, 200, 400);
     // SIGKILL of a client backend in the middle of its statements (crash restart).
     let mut victim = cluster.connect();
-    let victim_pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let victim_pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     for n in 0..50 {
         victim.execute("SELECT $1::int + 1", &[&n]).unwrap();
     }
@@ -193,10 +246,16 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
     drop(victim);
     wait_until("crash recovery", Duration::from_secs(30), || {
-        cluster.try_connect_as("postgres", "postgres", "probe").is_ok() && shipper(&cluster).is_some()
+        cluster
+            .try_connect_as("postgres", "postgres", "probe")
+            .is_ok()
+            && shipper(&cluster).is_some()
     });
     // A receiver outage, then an immediate shutdown while records wait.
-    receiver.set_faults(Faults { status: Some(503), ..Faults::default() });
+    receiver.set_faults(Faults {
+        status: Some(503),
+        ..Faults::default()
+    });
     work(&cluster, 400, 600);
     cluster.stop("immediate");
     cluster.restart();
@@ -207,8 +266,15 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
         .iter()
         .map(|r| r["line"].as_str().unwrap().to_owned())
         .collect();
-    let missing: Vec<&String> = server.iter().filter(|l| !stream.contains(*l)).take(10).collect();
-    assert!(missing.is_empty(), "lines in the server log but not in the stream: {missing:?}");
+    let missing: Vec<&String> = server
+        .iter()
+        .filter(|l| !stream.contains(*l))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lines in the server log but not in the stream: {missing:?}"
+    );
     assert_gapless(&receiver);
 }
 
@@ -221,48 +287,75 @@ fn a_full_spool_falls_back_to_the_server_log_and_says_so() {
         .setting("pgaudit_siem.session_audit_segment_size", "'1MB'")
         .start_logged();
     // The SIEM refuses to answer: nothing is shipped, the spool fills.
-    receiver.set_faults(Faults { hang: true, ..Faults::default() });
+    receiver.set_faults(Faults {
+        hang: true,
+        ..Faults::default()
+    });
     let mut c = cluster.connect();
     let filler = "x".repeat(1000);
     for n in 0..2000 {
-        c.execute("SELECT $1::int, $2::text", &[&n, &filler]).unwrap();
+        c.execute("SELECT $1::int, $2::text", &[&n, &filler])
+            .unwrap();
     }
     let log = cluster.log_records();
     assert!(
-        log.iter().any(|r| r.severity == "WARNING" && r.message.contains("session-audit spool is full")),
+        log.iter()
+            .any(|r| r.severity == "WARNING" && r.message.contains("session-audit spool is full")),
         "a WARNING says so"
     );
     let fallen_back = audit_lines(&log).len();
-    assert!(fallen_back > 100, "records beyond the spool go to the server log ({fallen_back})");
-    c.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE ROLE platform LOGIN IN ROLE pgaudit_admin").unwrap();
+    assert!(
+        fallen_back > 100,
+        "records beyond the spool go to the server log ({fallen_back})"
+    );
+    c.batch_execute(
+        "CREATE EXTENSION pgaudit_siem; CREATE ROLE platform LOGIN IN ROLE pgaudit_admin",
+    )
+    .unwrap();
     // What the delegated admin sees (the view is for superusers and pgaudit_admin).
     let mut admin = cluster.connect_as("postgres", "platform");
     let _: i64 = admin
-        .query_one("SELECT records_spooled FROM pgaudit_siem.session_audit_stats", &[])
+        .query_one(
+            "SELECT records_spooled FROM pgaudit_siem.session_audit_stats",
+            &[],
+        )
         .unwrap()
         .get(0);
     let fallbacks: i64 = c
-        .query_one("SELECT fallbacks_to_server_log FROM pgaudit_siem.session_audit_stats", &[])
+        .query_one(
+            "SELECT fallbacks_to_server_log FROM pgaudit_siem.session_audit_stats",
+            &[],
+        )
         .unwrap()
         .get(0);
-    assert!(fallbacks >= fallen_back as i64, "{fallbacks} fallbacks counted, {fallen_back} lines");
+    assert!(
+        fallbacks >= fallen_back as i64,
+        "{fallbacks} fallbacks counted, {fallen_back} lines"
+    );
     // Once the SIEM answers, the spool drains, and the next record is preceded by one
     // that counts what the server log took instead.
     receiver.clear_faults();
     let spooled: i64 = c
-        .query_one("SELECT records_spooled FROM pgaudit_siem.session_audit_stats", &[])
+        .query_one(
+            "SELECT records_spooled FROM pgaudit_siem.session_audit_stats",
+            &[],
+        )
         .unwrap()
         .get(0);
     wait_until("the spool drained", Duration::from_secs(60), || {
-        c.query_one("SELECT records_shipped FROM pgaudit_siem.session_audit_stats", &[])
-            .unwrap()
-            .get::<_, i64>(0)
+        c.query_one(
+            "SELECT records_shipped FROM pgaudit_siem.session_audit_stats",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
             >= spooled
     });
     c.batch_execute("SELECT 'after the overflow'").unwrap();
     wait_until("the overflow record", Duration::from_secs(30), || {
         records(&receiver).0.values().any(|r| {
-            r["event"]["action"] == "spool_overflow" && r["overflow"]["records_in_server_log"].as_u64().unwrap_or(0) > 0
+            r["event"]["action"] == "spool_overflow"
+                && r["overflow"]["records_in_server_log"].as_u64().unwrap_or(0) > 0
         })
     });
     assert_gapless(&receiver);
@@ -273,16 +366,28 @@ fn a_full_spool_falls_back_to_the_server_log_and_says_so() {
 fn a_hot_standby_ships_its_own_records_under_its_own_stream() {
     let receiver = Receiver::start(0, None).unwrap();
     let primary = builder("stream-primary", &receiver).start_logged();
-    primary.connect().batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").unwrap();
-    wait_until("primary records", Duration::from_secs(30), || !audit_records(&receiver).is_empty());
+    primary
+        .connect()
+        .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        .unwrap();
+    wait_until("primary records", Duration::from_secs(30), || {
+        !audit_records(&receiver).is_empty()
+    });
     let standby = primary.start_standby(builder("stream-standby", &receiver));
     let mut s = standby.connect();
     wait_until("the standby has the table", Duration::from_secs(30), || {
-        s.query_one("SELECT count(*) FROM pg_class WHERE relname = 't'", &[]).unwrap().get::<_, i64>(0) == 1
+        s.query_one("SELECT count(*) FROM pg_class WHERE relname = 't'", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
     });
-    s.batch_execute("SELECT * FROM t /* on the standby */").unwrap();
+    s.batch_execute("SELECT * FROM t /* on the standby */")
+        .unwrap();
     wait_until("the standby's record", Duration::from_secs(30), || {
-        receiver.events().iter().any(|r| r.event["source"]["role"] == "standby")
+        receiver
+            .events()
+            .iter()
+            .any(|r| r.event["source"]["role"] == "standby")
     });
     let events: Vec<Value> = receiver.events().into_iter().map(|r| r.event).collect();
     let stream_of = |role: &str| -> HashSet<String> {
@@ -295,14 +400,22 @@ fn a_hot_standby_ships_its_own_records_under_its_own_stream() {
     let (primary_streams, standby_streams) = (stream_of("primary"), stream_of("standby"));
     assert_eq!(primary_streams.len(), 1);
     assert_eq!(standby_streams.len(), 1);
-    assert!(primary_streams.is_disjoint(&standby_streams), "a copy starts a stream of its own");
+    assert!(
+        primary_streams.is_disjoint(&standby_streams),
+        "a copy starts a stream of its own"
+    );
     // The standby did not re-ship the primary's spool (which its base backup copied).
     let standby_lines: Vec<&str> = events
         .iter()
         .filter(|e| e["source"]["role"] == "standby")
         .map(|e| e["line"].as_str().unwrap())
         .collect();
-    assert!(standby_lines.iter().all(|l| !l.contains("INSERT INTO t VALUES (1)")), "{standby_lines:?}");
+    assert!(
+        standby_lines
+            .iter()
+            .all(|l| !l.contains("INSERT INTO t VALUES (1)")),
+        "{standby_lines:?}"
+    );
     assert!(standby_lines.iter().any(|l| l.contains("on the standby")));
     standby.assert_no_crash();
 }
@@ -317,13 +430,25 @@ fn an_oversized_line_goes_to_the_server_log_and_the_stream_counts_it() {
     let huge = format!("SELECT '{}' AS big", "\u{1}".repeat(400 * 1024));
     c.batch_execute(&huge).unwrap();
     c.batch_execute("SELECT 'after'").unwrap();
-    wait_until("the overflow record and the next one", Duration::from_secs(30), || {
-        let all = records(&receiver).0;
-        all.values().any(|r| r["event"]["action"] == "spool_overflow" && r["overflow"]["records_in_server_log"] == 1)
-            && all.values().any(|r| r["line"].as_str().is_some_and(|l| l.contains("'after'")))
-    });
+    wait_until(
+        "the overflow record and the next one",
+        Duration::from_secs(30),
+        || {
+            let all = records(&receiver).0;
+            all.values().any(|r| {
+                r["event"]["action"] == "spool_overflow"
+                    && r["overflow"]["records_in_server_log"] == 1
+            }) && all
+                .values()
+                .any(|r| r["line"].as_str().is_some_and(|l| l.contains("'after'")))
+        },
+    );
     let in_log = audit_lines(&cluster.log_records());
-    assert_eq!(in_log.len(), 1, "only the oversized line is in the server log");
+    assert_eq!(
+        in_log.len(),
+        1,
+        "only the oversized line is in the server log"
+    );
     assert!(in_log[0].contains("AS big"));
     assert_gapless(&receiver);
     cluster.assert_no_crash();

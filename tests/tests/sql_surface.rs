@@ -12,7 +12,11 @@ fn normalized(script: &str) -> String {
     let mut out = String::new();
     let mut blank = false;
     for line in script.lines() {
-        if line.starts_with("--") || line.starts_with("/*") || line.starts_with('*') || line.starts_with(" *") {
+        if line.starts_with("--")
+            || line.starts_with("/*")
+            || line.starts_with('*')
+            || line.starts_with(" *")
+        {
             continue;
         }
         if line.is_empty() {
@@ -36,16 +40,22 @@ fn the_installed_sql_surface_equals_the_committed_copy() {
         .output()
         .expect("pg_config");
     let sharedir = String::from_utf8(sharedir.stdout).unwrap();
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap();
     let version = manifest
         .lines()
         .find_map(|l| l.strip_prefix("version = \""))
         .and_then(|v| v.strip_suffix('"'))
         .expect("package version");
-    let installed = Path::new(sharedir.trim()).join(format!("extension/pgaudit_siem--{version}.sql"));
+    let installed =
+        Path::new(sharedir.trim()).join(format!("extension/pgaudit_siem--{version}.sql"));
     let installed = std::fs::read_to_string(&installed)
         .unwrap_or_else(|e| panic!("{}: {e} (install the extension first)", installed.display()));
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/generated/pgaudit_siem.sql")).unwrap();
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/generated/pgaudit_siem.sql"),
+    )
+    .unwrap();
     let (installed, committed) = (normalized(&installed), normalized(&committed));
     if installed != committed {
         let first = installed
@@ -53,7 +63,13 @@ fn the_installed_sql_surface_equals_the_committed_copy() {
             .zip(committed.lines())
             .position(|(a, b)| a != b)
             .unwrap_or(installed.lines().count().min(committed.lines().count()));
-        let context = |s: &str| s.lines().skip(first.saturating_sub(3)).take(8).collect::<Vec<_>>().join("\n");
+        let context = |s: &str| {
+            s.lines()
+                .skip(first.saturating_sub(3))
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         panic!(
             "the SQL surface changed (first difference at line {}):\n--- installed\n{}\n--- committed\n{}\nRun `bash scripts/sql-snapshot.sh`, review the diff, and add an upgrade step.",
             first + 1,

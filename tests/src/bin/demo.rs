@@ -225,7 +225,10 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let row = admin
-            .query_one("SELECT records_spooled, records_shipped FROM pgaudit_siem.session_audit_stats", &[])
+            .query_one(
+                "SELECT records_spooled, records_shipped FROM pgaudit_siem.session_audit_stats",
+                &[],
+            )
             .unwrap();
         let (spooled, shipped): (i64, i64) = (row.get(0), row.get(1));
         if (spooled > 0 && shipped >= spooled - 1) || Instant::now() > deadline {
@@ -246,7 +249,11 @@ fn main() {
     for line in pgaudit_siem_tests::receiver::read_output(&output) {
         // Session-audit records arrive as ndjson (the record itself); change events as
         // HEC envelopes around the event.
-        let event = if line.get("sequence").is_some() { &line } else { &line["event"] };
+        let event = if line.get("sequence").is_some() {
+            &line
+        } else {
+            &line["event"]
+        };
         println!("{}", serde_json::to_string_pretty(event).unwrap());
     }
 }
