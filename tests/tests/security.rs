@@ -1021,3 +1021,144 @@ fn a_detached_partition_stays_writable_and_the_siem_is_told() {
     assert!(!actions.iter().any(|(a, _)| a == "insert"), "{actions:?}");
     cluster.assert_no_crash();
 }
+
+/// Gives `path` to the server's OS user (the harness runs servers as `postgres` when the
+/// tests run as root) with `mode`.
+fn server_owned(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let status = std::process::Command::new("chown")
+            .arg("postgres:")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn only_the_superuser_controls_the_session_audit_stream_and_its_secrets() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let headers = std::env::temp_dir().join(format!(
+        "pgaudit_siem_stream_headers_{}",
+        std::process::id()
+    ));
+    std::fs::write(
+        &headers,
+        "# the platform's token\nAuthorization: Bearer s3cret-stream-token\n",
+    )
+    .unwrap();
+    server_owned(&headers, 0o600);
+    let cluster = builder("sec-stream")
+        .setting("pgaudit.featureEnabled", "on")
+        .setting("pgaudit.log", "'all'")
+        .setting(
+            "pgaudit_siem.session_audit_url",
+            &format!("'{}'", receiver.url("/stream")),
+        )
+        .setting(
+            "pgaudit_siem.session_audit_headers_file",
+            &format!("'{}'", headers.display()),
+        )
+        .start_logged();
+    let mut su = cluster.connect();
+    su.batch_execute("CREATE ROLE avnadmin LOGIN CREATEROLE; CREATE ROLE app_user LOGIN")
+        .unwrap();
+    su.batch_execute("CREATE DATABASE defaultdb OWNER avnadmin")
+        .unwrap();
+    cluster
+        .connect_as("defaultdb", "postgres")
+        .batch_execute("CREATE EXTENSION pgaudit_siem; GRANT pgaudit_admin TO avnadmin")
+        .unwrap();
+    // The database owner and delegated admin, and any login role: none can switch the
+    // stream off, redirect it, read its URL or headers file, or see the stats' helpers.
+    for role in ["avnadmin", "app_user"] {
+        let mut c = cluster.connect_as("defaultdb", role);
+        for attack in [
+            "SET pgaudit_siem.session_audit_server_log = off",
+            "SET pgaudit_siem.session_audit_url = ''",
+            "ALTER DATABASE defaultdb SET pgaudit_siem.session_audit_url = 'http://127.0.0.1:9/'",
+            "ALTER ROLE app_user SET pgaudit_siem.session_audit_server_log = off",
+            "SHOW pgaudit_siem.session_audit_url",
+            "SHOW pgaudit_siem.session_audit_headers_file",
+            "SELECT pg_catalog.pg_read_file(pg_catalog.current_setting('data_directory') || '/pgaudit_siem_spool/identity')",
+        ] {
+            assert!(c.batch_execute(attack).is_err(), "{role}: {attack}");
+        }
+        c.batch_execute(&format!("SELECT 'after the attacks of {role}'"))
+            .unwrap();
+    }
+    let mut app = cluster.connect_as("defaultdb", "app_user");
+    for attack in [
+        "SELECT * FROM pgaudit_siem.session_audit_stats",
+        "SELECT * FROM pgaudit_siem._session_audit_stats()",
+        "SELECT pgaudit_siem._acts_as_admin(10)",
+    ] {
+        assert_eq!(
+            code(app.batch_execute(attack)),
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "{attack}"
+        );
+    }
+    // Hostile session values stay inside their JSON strings.
+    app.batch_execute("SET application_name = 'x\",\"line\":\"forged'; SELECT 'tagged'")
+        .unwrap();
+    wait_until(
+        "every role's statements in the stream",
+        Duration::from_secs(30),
+        || {
+            let lines: Vec<String> = receiver
+                .events()
+                .iter()
+                .filter_map(|r| r.event["line"].as_str().map(str::to_owned))
+                .collect();
+            [
+                "after the attacks of avnadmin",
+                "after the attacks of app_user",
+                "'tagged'",
+            ]
+            .iter()
+            .all(|m| lines.iter().any(|l| l.contains(m)))
+        },
+    );
+    let tagged = receiver
+        .events()
+        .into_iter()
+        .find(|r| {
+            r.event["line"]
+                .as_str()
+                .is_some_and(|l| l.contains("'tagged'"))
+        })
+        .unwrap();
+    assert_eq!(
+        tagged.event["session"]["application_name"],
+        "x\",\"line\":\"forged"
+    );
+    // The token went to the SIEM, and nowhere an admin or the log could read it.
+    assert!(tagged
+        .headers
+        .iter()
+        .any(|(n, v)| n == "authorization" && v == "Bearer s3cret-stream-token"));
+    let mut admin = cluster.connect_as("defaultdb", "avnadmin");
+    let stats: String = admin
+        .query_one(
+            "SELECT row_to_json(s)::text FROM pgaudit_siem.session_audit_stats s",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!stats.contains("s3cret"), "{stats}");
+    assert!(!cluster.server_log().contains("s3cret-stream-token"));
+    // A headers file others may read is refused, and the stream pauses with a WARNING.
+    server_owned(&headers, 0o644);
+    cluster.reload_config();
+    wait_until("the refusal", Duration::from_secs(30), || {
+        cluster
+            .server_log()
+            .contains("must not be accessible to group or others")
+    });
+    cluster.assert_no_crash();
+    let _ = std::fs::remove_file(&headers);
+}
