@@ -202,15 +202,19 @@ fn server_log_off_leaves_the_lines_to_the_stream_only() {
 fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     let receiver = Receiver::start(0, None).unwrap();
     let mut cluster = builder("stream-faults", &receiver).start_logged();
+    // The shipper's pid, or None while the server restarts (a probe may connect just
+    // before the postmaster notices a killed child and restarts everything).
     let shipper = |cluster: &Cluster| -> Option<i32> {
-        cluster
-            .connect()
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE '%session audit%'",
-                &[],
-            )
-            .unwrap()
-            .map(|r| r.get(0))
+        let mut c = cluster
+            .try_connect_as("postgres", "postgres", "probe")
+            .ok()?;
+        c.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE '%session audit%'",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
     };
     let work = |cluster: &Cluster, from: i32, to: i32| {
         let mut c = cluster.connect();
@@ -226,14 +230,13 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     let pid = shipper(&cluster).unwrap();
     // SAFETY: a signal to a process of our test cluster.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // The crash restart replaces every process, the shipper included.
     wait_until("a new shipper", Duration::from_secs(30), || {
-        cluster
-            .try_connect_as("postgres", "postgres", "probe")
-            .is_ok()
-            && shipper(&cluster).is_some_and(|p| p != pid)
+        shipper(&cluster).is_some_and(|p| p != pid)
     });
     work(&cluster, 200, 400);
     // SIGKILL of a client backend in the middle of its statements (crash restart).
+    let before_kill = shipper(&cluster).unwrap();
     let mut victim = cluster.connect();
     let victim_pid: i32 = victim
         .query_one("SELECT pg_backend_pid()", &[])
@@ -245,12 +248,11 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
     drop(victim);
-    wait_until("crash recovery", Duration::from_secs(30), || {
-        cluster
-            .try_connect_as("postgres", "postgres", "probe")
-            .is_ok()
-            && shipper(&cluster).is_some()
-    });
+    wait_until(
+        "crash recovery (a new shipper)",
+        Duration::from_secs(30),
+        || shipper(&cluster).is_some_and(|p| p != before_kill),
+    );
     // A receiver outage, then an immediate shutdown while records wait.
     receiver.set_faults(Faults {
         status: Some(503),
