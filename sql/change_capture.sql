@@ -11,14 +11,22 @@ CREATE TABLE pgaudit_siem.tracked (
     tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
--- The transactional outbox, in delivery order (xid, seq): events become deliverable
--- once their transaction id is below every running one's, so the delivery cursor never
--- passes an event that could still commit.
+-- The order key of the current transaction's events (src/events/order.rs): its id, or
+-- the delivery horizon if that is later; registers the transaction as a writer of this
+-- outbox. Not for PUBLIC: a registration holds delivery back until the transaction ends.
+CREATE FUNCTION pgaudit_siem._outbox_key() RETURNS xid8
+    LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'pgaudit_siem_outbox_key';
+REVOKE ALL ON FUNCTION pgaudit_siem._outbox_key() FROM PUBLIC;
+
+-- The transactional outbox, in delivery order (xid, seq): `xid` is the order key above.
+-- Events become deliverable once their key is below the key of every writer still in
+-- progress in this database, so the delivery cursor never passes an event that could
+-- still commit, and transactions that write no events hold nothing back.
 CREATE TABLE pgaudit_siem.outbox (
     seq bigint GENERATED ALWAYS AS IDENTITY,
     id uuid NOT NULL,
     created_at timestamptz NOT NULL,
-    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    xid xid8 NOT NULL DEFAULT pgaudit_siem._outbox_key(),
     category text NOT NULL,
     action text NOT NULL,
     relid oid,
@@ -140,12 +148,16 @@ $f$;
 REVOKE ALL ON FUNCTION pgaudit_siem._install_triggers(oid, text, int2[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgaudit_siem._drop_triggers(oid) FROM PUBLIC;
 
--- Refuses unless the calling role owns the table or is a pgaudit_admin member.
-CREATE FUNCTION pgaudit_siem._check_may_track(p_relid oid)
+-- Refuses unless p_caller (attested by _invoking_role()) owns the table or is a
+-- pgaudit_admin member.
+CREATE FUNCTION pgaudit_siem._check_may_track(caller oid, p_relid oid)
     RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    caller oid := pgaudit_siem._invoking_role();
 BEGIN
+    IF NOT pgaudit_siem._caller_is_attested(caller) THEN
+        RAISE EXCEPTION 'pgaudit_siem: the caller of track() or untrack() is not attested'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Call pgaudit_siem.track() or pgaudit_siem.untrack().';
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = p_relid) THEN
         RAISE EXCEPTION 'relation with OID % does not exist', p_relid USING ERRCODE = 'undefined_table';
     END IF;
@@ -161,17 +173,16 @@ BEGIN
 END
 $f$;
 
-CREATE FUNCTION pgaudit_siem.track(tbl regclass, category text DEFAULT NULL, exclude_columns text[] DEFAULT '{}')
+CREATE FUNCTION pgaudit_siem._track(caller oid, tbl regclass, category text, exclude_columns text[])
     RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
-    caller oid := pgaudit_siem._invoking_role();
     cat text := coalesce(category, (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl));
     unknown text;
     excluded_attnums int2[];
     previous jsonb;
     part oid;
 BEGIN
-    PERFORM pgaudit_siem._check_may_track(tbl);
+    PERFORM pgaudit_siem._check_may_track(caller, tbl);
     IF cat = '' THEN
         RAISE EXCEPTION 'category must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -201,6 +212,17 @@ BEGIN
                       DETAIL = pg_catalog.format('Its events would show column "%s", which you may not read.', unknown),
                       HINT = 'Tracking needs SELECT on every captured column (or ownership of the table); exclude the others.';
         END IF;
+        -- Events show every row, whatever the policies: row-level security that applies
+        -- to the caller (on the table or a partition) would be bypassed.
+        IF EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.oid IN (SELECT tbl::oid UNION SELECT p.relid FROM pg_catalog.pg_partition_tree(tbl) p)
+                      AND c.relrowsecurity)
+           AND NOT (SELECT r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.oid = caller) THEN
+            RAISE EXCEPTION 'permission denied to track table %', tbl
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Row-level security on it hides rows from you, and its events would show every row.',
+                      HINT = 'Its owner or a role with BYPASSRLS may track it.';
+        END IF;
     END IF;
     SELECT pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums) INTO previous FROM pgaudit_siem.tracked t WHERE t.relid = tbl;
     INSERT INTO pgaudit_siem.tracked (relid, category, exclude_attnums, tracked_by)
@@ -218,13 +240,13 @@ BEGIN
 END
 $f$;
 
-CREATE FUNCTION pgaudit_siem.untrack(tbl regclass)
+CREATE FUNCTION pgaudit_siem._untrack(caller oid, tbl regclass)
     RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     part oid;
     cat text;
 BEGIN
-    PERFORM pgaudit_siem._check_may_track(tbl);
+    PERFORM pgaudit_siem._check_may_track(caller, tbl);
     DELETE FROM pgaudit_siem.tracked WHERE relid = tbl RETURNING category INTO cat;
     IF cat IS NULL THEN
         RAISE EXCEPTION 'table % is not tracked', tbl USING ERRCODE = 'undefined_object';
@@ -240,6 +262,19 @@ BEGIN
 END
 $f$;
 
+-- track() and untrack() run as their caller (SECURITY INVOKER) only to attest who that
+-- is: pgaudit_siem._invoking_role() records the current user where they were called
+-- (inside another SECURITY DEFINER function, that function's owner, never the session's
+-- outer role), and the SECURITY DEFINER bodies accept only the recorded role.
+CREATE FUNCTION pgaudit_siem.track(tbl regclass, category text DEFAULT NULL, exclude_columns text[] DEFAULT '{}')
+    RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT pgaudit_siem._track(pgaudit_siem._invoking_role(), tbl, category, exclude_columns)
+$f$;
+CREATE FUNCTION pgaudit_siem.untrack(tbl regclass)
+    RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT pgaudit_siem._untrack(pgaudit_siem._invoking_role(), tbl)
+$f$;
+
 -- New partitions of tracked tables get the capture triggers; dropped tracked tables
 -- leave the tracked list with an audit event. The event triggers are C functions that
 -- run these bodies as internal (never audit-logged) statements, as pgAudit does for its
@@ -248,17 +283,30 @@ CREATE FUNCTION pgaudit_siem._sync_partitions() RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     cmd record;
+    part record;
     root record;
     t record;
 BEGIN
     FOR cmd IN SELECT DISTINCT objid, command_tag FROM pg_catalog.pg_event_trigger_ddl_commands()
                 WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND object_type IN ('table', 'table column') LOOP
-        FOR root IN SELECT tr.relid, tr.category, tr.exclude_attnums FROM pgaudit_siem.tracked tr
-                     WHERE tr.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(cmd.objid) WHERE relid <> cmd.objid) LOOP
-            IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = cmd.objid AND tgname = 'pgaudit_siem_capture_insert') THEN
-                PERFORM pgaudit_siem._install_triggers(cmd.objid, root.category,
-                                                       pgaudit_siem._partition_attnums(root.relid, cmd.objid, root.exclude_attnums));
-            END IF;
+        -- New partitions of a tracked table get its capture triggers: CREATE TABLE ...
+        -- PARTITION OF names the partition, ALTER TABLE ... ATTACH PARTITION names the
+        -- parent, so look at the whole tree below the object (an attached table may be
+        -- partitioned itself).
+        FOR part IN SELECT p.relid FROM pg_catalog.pg_partition_tree(cmd.objid) p
+                    UNION SELECT cmd.objid LOOP
+            FOR root IN SELECT tr.relid, tr.category, tr.exclude_attnums FROM pgaudit_siem.tracked tr
+                         WHERE tr.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(part.relid) WHERE relid <> part.relid) LOOP
+                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
+                    PERFORM pgaudit_siem._install_triggers(part.relid, root.category,
+                                                           pgaudit_siem._partition_attnums(root.relid, part.relid, root.exclude_attnums));
+                    PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'track_partition', part.relid,
+                        (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = part.relid),
+                        (SELECT relname FROM pg_catalog.pg_class WHERE oid = part.relid),
+                        pg_catalog.jsonb_build_object('reason', 'a new partition of a tracked table',
+                                                      'root', pg_catalog.format('%s', root.relid::pg_catalog.regclass)));
+                END IF;
+            END LOOP;
         END LOOP;
         -- A tracked table changed shape (columns added, renamed, dropped, retyped, the table
         -- renamed or rewritten): the SIEM sees what its events contain from now on.
@@ -317,6 +365,8 @@ CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
 CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION pgaudit_siem._on_sql_drop();
 
-REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid), pgaudit_siem._invoking_role(),
+REVOKE ALL ON FUNCTION pgaudit_siem._check_may_track(oid, oid), pgaudit_siem._caller_is_attested(oid),
     pgaudit_siem._acts_as_admin(oid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_siem.untrack(regclass) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem.track(regclass, text, text[]), pgaudit_siem.untrack(regclass),
+    pgaudit_siem._track(oid, regclass, text, text[]), pgaudit_siem._untrack(oid, regclass),
+    pgaudit_siem._invoking_role() TO PUBLIC;

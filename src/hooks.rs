@@ -17,9 +17,12 @@
 //!                    → standard →
 //!                    5 delegated_config (restore the user)  6 session_audit (log)
 //! object_access      session_audit (FUNCTION lines) → previous hook
-//! fmgr               pg::internal (the extension's own SQL functions are internal)
-//! xact callback      pg::internal, session_audit (abort), delivery (commit wake-ups)
-//! subxact callback   pg::internal (restore the flag at subtransaction abort)
+//! fmgr               pg::internal (the extension's own SQL functions are internal),
+//!                    session_audit (statements running configure() log no text)
+//! xact callback      pg::internal, change_capture (attested caller), session_audit (abort),
+//!                    delivery (commit wake-ups)
+//! subxact callback   pg::internal (restore the flag at subtransaction abort),
+//!                    change_capture (attested caller)
 //! syscache (PROCOID) pg::internal; (AUTHOID, AUTHMEMROLEMEM) settings: admin sessions
 //! relcache           change_capture: forget verified capture triggers
 //! ```
@@ -221,8 +224,9 @@ unsafe extern "C-unwind" fn process_utility(
     let utility = unsafe { (*pstmt).utilityStmt };
     let audit = session_audit::subscriber::utility_before(pstmt, query_string, context, params);
     change_capture::protect::check_utility(utility);
+    let top_level = context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL;
     // SAFETY: the parse node PostgreSQL passed to this hook.
-    unsafe { delivery::before_utility(utility) };
+    unsafe { delivery::before_utility(utility, top_level) };
     let elevation = delegated_config::elevate_for(utility);
     // SAFETY: chaining with PostgreSQL's own arguments; `audit` and `elevation` are Copy.
     unsafe {
@@ -292,7 +296,9 @@ unsafe extern "C-unwind" fn fmgr_hook(
     private: *mut pg_sys::Datum,
 ) {
     // SAFETY: flinfo is the function being called.
-    pg::internal::at_function_call(event, unsafe { (*flinfo).fn_oid });
+    if pg::internal::at_function_call(event, unsafe { (*flinfo).fn_oid }) {
+        session_audit::subscriber::statement_carries_secrets();
+    }
     // SAFETY: chaining to the previous hook with PostgreSQL's own arguments.
     if let Some(prev) = unsafe { PREV_FMGR_HOOK } {
         unsafe { prev(event, flinfo, private) };
@@ -308,6 +314,7 @@ unsafe extern "C-unwind" fn on_transaction_event(
 ) {
     use pg_sys::XactEvent::*;
     pg::internal::at_transaction_event(event);
+    change_capture::forget_attested_caller();
     match event {
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => session_audit::subscriber::at_abort(),
         _ => {}
@@ -323,6 +330,9 @@ unsafe extern "C-unwind" fn on_subtransaction_event(
     _arg: *mut c_void,
 ) {
     pg::internal::at_subtransaction_event(event, subxact);
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        change_capture::forget_attested_caller();
+    }
 }
 
 #[pg_guard]

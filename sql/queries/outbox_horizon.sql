@@ -1,7 +1,8 @@
--- The snapshot's xmax, the xids of this database's running transactions ($1: its oid),
--- and those of its prepared transactions (see delivery::outbox::horizon).
-SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text,
+-- Ids of the transactions that can still hold this database's delivery back besides the
+-- registered writers (see delivery::outbox::horizon): its prepared transactions (their
+-- registrations do not survive a restart), and, when $1 (the conservative rule, for
+-- backends without a writer slot), every running transaction of the database.
+SELECT ARRAY(SELECT p.transaction::pg_catalog.text FROM pg_catalog.pg_prepared_xacts p
+              WHERE p.database OPERATOR(pg_catalog.=) pg_catalog.current_database()),
        ARRAY(SELECT a.backend_xid::pg_catalog.text FROM pg_catalog.pg_stat_get_activity(NULL) a
-              WHERE a.datid OPERATOR(pg_catalog.=) $1 AND a.backend_xid IS NOT NULL),
-       ARRAY(SELECT p.transaction::pg_catalog.text FROM pg_catalog.pg_prepared_xacts p
-              WHERE p.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
+              WHERE $1 AND a.datid OPERATOR(pg_catalog.=) $2 AND a.backend_xid IS NOT NULL)

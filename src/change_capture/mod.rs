@@ -40,7 +40,8 @@ extension_sql_file!(
         uuid_v7,
         events::wake::wake_delivery_at_commit,
         pg::admin::acts_as_admin_sql,
-        invoking_role
+        invoking_role,
+        caller_is_attested
     ],
 );
 
@@ -73,20 +74,47 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_on_sql_drop(
     run_internal("SELECT pgaudit_siem._untrack_dropped()")
 }
 
-/// The role that called the SQL API, as `current_user` outside SECURITY DEFINER
-/// functions (`SET ROLE` applies).
-#[pg_extern(name = "_invoking_role", stable, parallel_safe)]
+thread_local! {
+    /// The role [`invoking_role`] last attested in this backend, until a SECURITY DEFINER
+    /// body takes it ([`caller_is_attested`]).
+    static ATTESTED: std::cell::Cell<pgrx::pg_sys::Oid> =
+        const { std::cell::Cell::new(pgrx::pg_sys::InvalidOid) };
+}
+
+/// `pgaudit_siem._invoking_role()`: the role that called track()/untrack(), which run as
+/// their caller to call it: the current user there (SET ROLE applies; inside another
+/// SECURITY DEFINER function, that function's owner, never the session's outer role, so
+/// code of a less privileged role cannot act with the privileges of whoever runs it).
+/// Records it for [`caller_is_attested`]: the SECURITY DEFINER bodies take the caller as
+/// an argument, so they accept only the role recorded here, by the caller itself.
+#[pg_extern(name = "_invoking_role", volatile, parallel_unsafe)]
 fn invoking_role() -> pgrx::pg_sys::Oid {
     // Inside a security-restricted operation (VACUUM/ANALYZE evaluating an index
-    // expression, REFRESH MATERIALIZED VIEW) the outer user is whoever ran the command,
-    // not the owner of the code running: refuse rather than act for them.
+    // expression, REFRESH MATERIALIZED VIEW) the current user is the owner of the code
+    // running on someone else's behalf: refuse rather than act for them.
     // SAFETY: plain reads of the session's security state.
-    unsafe {
+    let role = unsafe {
         if pgrx::pg_sys::InSecurityRestrictedOperation() {
             error::CaptureError::SecurityRestricted.raise();
         }
-        pgrx::pg_sys::GetOuterUserId()
-    }
+        pgrx::pg_sys::GetUserId()
+    };
+    ATTESTED.with(|a| a.set(role));
+    role
+}
+
+/// Drops an attestation left by a track()/untrack() that failed before taking it: at
+/// every transaction end and subtransaction abort (hook dispatcher).
+pub fn forget_attested_caller() {
+    ATTESTED.with(|a| a.set(pgrx::pg_sys::InvalidOid));
+}
+
+/// `pgaudit_siem._caller_is_attested(oid)`: whether `caller` is the role
+/// [`invoking_role`] recorded; takes the record either way (one use).
+#[pg_extern(name = "_caller_is_attested", volatile, parallel_unsafe)]
+fn caller_is_attested(caller: pgrx::pg_sys::Oid) -> bool {
+    let attested = ATTESTED.with(|a| a.replace(pgrx::pg_sys::InvalidOid));
+    attested != pgrx::pg_sys::InvalidOid && attested == caller
 }
 
 /// A new UUIDv7 (time-ordered), from the same per-backend context as event ids.

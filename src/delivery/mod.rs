@@ -14,11 +14,12 @@
 //!   rules for DROP DATABASE / DROP EXTENSION.
 //!
 //! # Invariants
-//! - Delivery order is the outbox order `(xid, seq)`: a transaction's events become
-//!   deliverable once every transaction with a smaller id has finished (its id is below
-//!   the snapshot's xmin), so the delivery cursor never passes an event that could still
-//!   commit. Events are delivered in transaction-id order, each transaction's events in
-//!   statement order.
+//! - Delivery order is the outbox order `(xid, seq)`, `xid` being the order key of
+//!   `events::order` (the writer's transaction id, or the horizon when it registered if
+//!   that is later): a transaction's events become deliverable once every writer of this
+//!   outbox with a smaller key has finished, so the delivery cursor never passes an
+//!   event that could still commit, and transactions that wrote no events hold nothing
+//!   back. Each transaction's events are delivered in statement order.
 //! - The cursor (`delivery_state.last_xid, last_seq`) only moves after the SIEM answered
 //!   2xx for every forwarded event up to it (or the event was dead-lettered), in a
 //!   transaction of its own; a crash anywhere re-sends, never skips.
@@ -48,6 +49,7 @@ use pgrx::prelude::*;
 pub fn init() {
     shmem::init();
     crate::events::spool::init();
+    crate::events::order::init();
     launcher::register();
     session_stream::register();
 }
@@ -396,13 +398,20 @@ enum Needs {
 }
 
 /// Whether PostgreSQL's own checks for `needs` pass for the current user on `dboid`.
-fn postgres_would_allow(dboid: pg_sys::Oid, needs: Needs) -> bool {
+/// `top_level`: the statement came from the client, not from a function or DO block.
+fn postgres_would_allow(dboid: pg_sys::Oid, needs: Needs, top_level: bool) -> bool {
     // SAFETY: catalog lookups and reads of transaction state for the current user.
     unsafe {
         let user = pg_sys::GetUserId();
         let owner = pg_sys::pg_database_ownercheck(dboid, user);
         let current = dboid == pg_sys::MyDatabaseId;
-        let in_block = pg_sys::IsTransactionBlock();
+        // PreventInTransactionBlock's conditions: a transaction block (implicit ones of
+        // multi-statement queries included), a subtransaction, a function or DO block,
+        // an extended-protocol pipeline.
+        let in_block = pg_sys::IsTransactionBlock()
+            || pg_sys::IsSubTransaction()
+            || !top_level
+            || pg_sys::MyXactFlags & pg_sys::XACT_FLAGS_PIPELINING as i32 != 0;
         match needs {
             Needs::Drop => owner && !current && !in_block,
             Needs::Rename => owner && !current && pg_sys::have_createdb_privilege(),
@@ -427,13 +436,18 @@ fn postgres_would_allow(dboid: pg_sys::Oid, needs: Needs) -> bool {
 ///
 /// # Safety
 /// `name` is NULL or a NUL-terminated string from the parse tree.
-unsafe fn stop_worker_of(name: *const std::ffi::c_char, needs: Needs, hold: Duration) {
+unsafe fn stop_worker_of(
+    name: *const std::ffi::c_char,
+    needs: Needs,
+    top_level: bool,
+    hold: Duration,
+) {
     if name.is_null() {
         return;
     }
     // SAFETY: a catalog lookup by name; missing databases are left to PostgreSQL.
     let dboid = unsafe { pg_sys::get_database_oid(name, true) };
-    if dboid != pg_sys::InvalidOid && postgres_would_allow(dboid, needs) {
+    if dboid != pg_sys::InvalidOid && postgres_would_allow(dboid, needs, top_level) {
         shmem::stop_worker_for(dboid.to_u32(), hold, Duration::from_secs(4));
     }
 }
@@ -463,11 +477,12 @@ unsafe fn option_value(
         })
 }
 
-/// Called from the utility hook before a statement runs.
+/// Called from the utility hook before a statement runs; `top_level`: ProcessUtility's
+/// context is `PROCESS_UTILITY_TOPLEVEL`.
 ///
 /// # Safety
 /// `utility` must be the statement's valid parse node, as the utility hook receives it.
-pub unsafe fn before_utility(utility: *mut pg_sys::Node) {
+pub unsafe fn before_utility(utility: *mut pg_sys::Node, top_level: bool) {
     // SAFETY: node tags identify the statement types whose fields are read below.
     unsafe {
         match (*utility).type_ {
@@ -476,24 +491,29 @@ pub unsafe fn before_utility(utility: *mut pg_sys::Node) {
             // statement's database lock, so a short hold suffices except for DROP.
             pg_sys::NodeTag::T_DropdbStmt => {
                 let stmt = &*(utility as *mut pg_sys::DropdbStmt);
-                stop_worker_of(stmt.dbname, Needs::Drop, Duration::from_secs(30));
+                stop_worker_of(stmt.dbname, Needs::Drop, top_level, Duration::from_secs(30));
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let stmt = &*(utility as *mut pg_sys::RenameStmt);
                 if stmt.renameType == pg_sys::ObjectType::OBJECT_DATABASE {
-                    stop_worker_of(stmt.subname, Needs::Rename, Duration::from_secs(5));
+                    stop_worker_of(
+                        stmt.subname,
+                        Needs::Rename,
+                        top_level,
+                        Duration::from_secs(5),
+                    );
                 }
             }
             pg_sys::NodeTag::T_AlterDatabaseStmt => {
                 let stmt = &*(utility as *mut pg_sys::AlterDatabaseStmt);
                 if option_value(stmt.options, c"tablespace").is_some() {
-                    stop_worker_of(stmt.dbname, Needs::Move, Duration::from_secs(5));
+                    stop_worker_of(stmt.dbname, Needs::Move, top_level, Duration::from_secs(5));
                 }
             }
             pg_sys::NodeTag::T_CreatedbStmt => {
                 let stmt = &*(utility as *mut pg_sys::CreatedbStmt);
                 if let Some(template) = option_value(stmt.options, c"template") {
-                    stop_worker_of(template, Needs::Copy, Duration::from_secs(5));
+                    stop_worker_of(template, Needs::Copy, top_level, Duration::from_secs(5));
                 }
                 // A copy of a database with the extension needs its own worker now, not
                 // at the launcher's next rescan.

@@ -6,8 +6,8 @@
 //! - The horizon is read in a transaction of its own *before* the one that reads
 //!   events, so the events are read with a snapshot taken after the activity was read:
 //!   a transaction that ended in between is then visible, never skipped.
-//! - Only transactions of this database (and its prepared transactions) hold the
-//!   horizon back: others cannot write to this outbox.
+//! - Only transactions that wrote events to this outbox (and this database's prepared
+//!   transactions) hold the horizon back (`events::order`).
 //! - Every query is in `sql/queries/`, schema-qualified, and run as an internal
 //!   statement under the worker's pinned settings.
 
@@ -168,24 +168,25 @@ fn read_endpoint() -> Option<Endpoint> {
     })
 }
 
-/// The delivery horizon: every transaction with a smaller id has finished, or belongs
-/// to another database. The snapshot's xmax bounds every id assigned later.
+/// The delivery horizon: every event with a smaller order key belongs to a transaction
+/// that has ended. Only this database's writers (`events::order`), its prepared
+/// transactions and, under the conservative rule, its running transactions hold it back.
 fn horizon() -> u64 {
     // SAFETY: plain read of a process-global.
     let dboid = unsafe { pg_sys::MyDatabaseId };
+    let (writers, conservative) = crate::events::order::horizon(dboid.to_u32());
     internal(|| {
         Spi::connect(|client| {
             let row = client
-                .select(HORIZON_SQL, Some(1), &[dboid.into()])?
+                .select(HORIZON_SQL, Some(1), &[conservative.into(), dboid.into()])?
                 .first();
-            let xmax = parse_xid(&row.get::<String>(1)?.unwrap_or_default());
+            let prepared: Vec<Option<String>> = row.get(1)?.unwrap_or_default();
             let running: Vec<Option<String>> = row.get(2)?.unwrap_or_default();
-            let prepared: Vec<Option<String>> = row.get(3)?.unwrap_or_default();
             Ok(database_horizon(
-                xmax,
-                running
+                writers,
+                prepared
                     .iter()
-                    .chain(&prepared)
+                    .chain(&running)
                     .flatten()
                     .map(|x| parse_xid(x) as u32),
             ))
@@ -193,8 +194,9 @@ fn horizon() -> u64 {
     })
 }
 
-/// The oldest full transaction id that may still write events: the oldest of `running`
-/// (32-bit ids of transactions in progress, all below `xmax`), or `xmax` itself.
+/// The horizon bounded by `running` (32-bit ids of transactions in progress, assigned
+/// before the horizon was read, so within 2^31 below it or above it): the oldest of
+/// them, or `xmax` itself.
 pub fn database_horizon(xmax: u64, running: impl Iterator<Item = u32>) -> u64 {
     running
         // A running id is within 2^31 of xmax (ids assigned after the snapshot are above

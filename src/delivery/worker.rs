@@ -4,7 +4,7 @@
 //! # Loop
 //! 1. Short transaction: is the extension still installed (else exit), is delivery
 //!    enabled, read up to `delivery_batch_events` / `delivery_batch_bytes` of events
-//!    after the cursor whose transaction id is below the snapshot's xmin.
+//!    after the cursor whose order key is below the source's horizon.
 //! 2. No transaction: send them on the HTTP helper thread, waiting on the latch (so
 //!    SIGTERM and ProcSignalBarriers are served while the SIEM is slow).
 //! 3. Retryable failures: record the error (own transaction), back off with jitter

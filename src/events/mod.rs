@@ -8,11 +8,13 @@
 //! - [`time`]: the clock and RFC 3339 timestamps.
 //! - [`json`]: JSON writing (PostgreSQL's escaping rules).
 //! - [`wake`]: commit-time requests from sources to delivery.
+//! - [`order`]: outbox order keys and the per-database delivery horizon.
 //! - [`spool`]: the durable per-server spool of session-audit records.
 
 pub mod envelope;
 pub mod id;
 pub mod json;
+pub mod order;
 pub mod spool;
 pub mod time;
 pub mod wake;

@@ -26,8 +26,8 @@ thread_local! {
     static SUBXACT_SAVED: RefCell<Vec<(pg_sys::SubTransactionId, bool)>> = const { RefCell::new(Vec::new()) };
     /// (function, flag before its call) saved by the fmgr hook, innermost call last.
     static FMGR_SAVED: RefCell<Vec<(pg_sys::Oid, bool)>> = const { RefCell::new(Vec::new()) };
-    /// Function oid → member of pgaudit_siem.
-    static OWN_FUNCTIONS: RefCell<HashMap<pg_sys::Oid, bool>> = RefCell::new(HashMap::new());
+    /// Function oid → whether it is one of ours, and whether it takes SIEM secrets.
+    static OWN_FUNCTIONS: RefCell<HashMap<pg_sys::Oid, Own>> = RefCell::new(HashMap::new());
 }
 
 /// Whether the statement being run is one of the extension's own.
@@ -66,8 +66,29 @@ pub fn forget_functions() {
     OWN_FUNCTIONS.with(|m| m.borrow_mut().clear());
 }
 
-/// Whether `function` belongs to the pgaudit_siem extension (inside a transaction).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Own {
+    No,
+    Yes,
+    /// Ours, and its arguments are SIEM secrets (header values such as tokens).
+    TakesSecrets,
+}
+
+/// The extension's functions whose arguments are SIEM secrets.
+const TAKES_SECRETS: [&std::ffi::CStr; 3] = [c"configure", c"test_connection", c"_send_test_event"];
+
+/// Whether `function` is one of the extension's secret-bearing functions (inside a
+/// transaction).
+pub fn takes_secrets(function: pg_sys::Oid) -> bool {
+    classify(function) == Own::TakesSecrets
+}
+
 fn is_own_function(function: pg_sys::Oid) -> bool {
+    classify(function) != Own::No
+}
+
+/// Whether `function` belongs to the pgaudit_siem extension (inside a transaction).
+fn classify(function: pg_sys::Oid) -> Own {
     if let Some(known) = OWN_FUNCTIONS.with(|m| m.borrow().get(&function).copied()) {
         return known;
     }
@@ -83,6 +104,18 @@ fn is_own_function(function: pg_sys::Oid) -> bool {
                 pg_sys::TRIGGEROID | pg_sys::EVENT_TRIGGEROID
             )
     };
+    let own = match own {
+        false => Own::No,
+        // SAFETY: a syscache lookup of an existing function; the name is palloc'd.
+        true => match unsafe { pg_sys::get_func_name(function) } {
+            name if !name.is_null()
+                && TAKES_SECRETS.contains(&unsafe { std::ffi::CStr::from_ptr(name) }) =>
+            {
+                Own::TakesSecrets
+            }
+            _ => Own::Yes,
+        },
+    };
     OWN_FUNCTIONS.with(|m| m.borrow_mut().insert(function, own));
     own
 }
@@ -94,8 +127,10 @@ pub fn needs_fmgr_hook(function: pg_sys::Oid) -> bool {
     in_transaction && is_own_function(function)
 }
 
-/// `fmgr_hook`: start / end / abort of a call to `function`.
-pub fn at_function_call(event: pg_sys::FmgrHookEventType::Type, function: pg_sys::Oid) {
+/// `fmgr_hook`: start / end / abort of a call to `function`. Returns true when one of
+/// the extension's secret-bearing functions starts (the statements running it must not
+/// log their text).
+pub fn at_function_call(event: pg_sys::FmgrHookEventType::Type, function: pg_sys::Oid) -> bool {
     // The hook runs for every SECURITY DEFINER or SET function, and for needs_fmgr_hook's
     // yes (possibly another extension's): only our functions change the flag. PostgreSQL
     // does not ask needs_fmgr_hook about SECURITY DEFINER functions, so they are looked
@@ -104,10 +139,15 @@ pub fn at_function_call(event: pg_sys::FmgrHookEventType::Type, function: pg_sys
     // exactly when the innermost saved entry is for the same function.
     if event == pg_sys::FmgrHookEventType::FHET_START {
         // SAFETY: plain read of transaction state.
-        if unsafe { pg_sys::IsTransactionState() } && is_own_function(function) {
+        let own = match unsafe { pg_sys::IsTransactionState() } {
+            true => classify(function),
+            false => Own::No,
+        };
+        if own != Own::No {
             let previous = INTERNAL.with(|f| f.replace(true));
             FMGR_SAVED.with(|s| s.borrow_mut().push((function, previous)));
         }
+        own == Own::TakesSecrets
     } else {
         let previous = FMGR_SAVED.with(|s| {
             let mut saved = s.borrow_mut();
@@ -119,6 +159,7 @@ pub fn at_function_call(event: pg_sys::FmgrHookEventType::Type, function: pg_sys
         if let Some(previous) = previous {
             INTERNAL.with(|f| f.set(previous));
         }
+        false
     }
 }
 

@@ -97,6 +97,9 @@ pub fn log_event(id: StackId) -> bool {
             return None;
         }
         let print_text = log_statement && !(e.statement_logged && settings::log_statement_once());
+        if e.carries_secrets && !redact {
+            e.redacted_text = Some(format::REDACTED.to_vec());
+        }
         if print_text && !redact && e.redacted_text.is_none() && !e.text.is_null() {
             // SAFETY: as above.
             let text = unsafe { CStr::from_ptr(e.text) }.to_bytes();

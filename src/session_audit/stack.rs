@@ -59,6 +59,10 @@ pub struct AuditEvent {
     pub range_table: *mut pg_sys::List,
     /// Pushed while a function, procedure, DO block or trigger was running.
     pub nested: bool,
+    /// A secret-bearing function of pgaudit_siem (configure, test_connection) ran inside
+    /// this statement: its text and parameters are not logged (an EXECUTE of a prepared
+    /// configure() call, for one, shows the secrets as its own arguments).
+    pub carries_secrets: bool,
 }
 
 impl AuditEvent {
@@ -78,6 +82,7 @@ impl AuditEvent {
             logged: false,
             statement_logged: false,
             rows: 0,
+            carries_secrets: false,
             query_context: std::ptr::null_mut(),
             audit_oid: pg_sys::InvalidOid,
             range_table: std::ptr::null_mut(),
@@ -299,6 +304,16 @@ pub fn find_by_query_context(context: pg_sys::MemoryContext) -> Option<StackId> 
             .rev()
             .find(|e| !e.event.query_context.is_null() && e.event.query_context == context)
             .map(|e| e.id)
+    })
+}
+
+/// Marks every statement on the stack as carrying secrets (see
+/// [`AuditEvent::carries_secrets`]).
+pub fn mark_carrying_secrets() {
+    with_state(|s| {
+        for entry in s.entries.iter_mut() {
+            entry.event.carries_secrets = true;
+        }
     })
 }
 

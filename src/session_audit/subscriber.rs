@@ -351,13 +351,27 @@ fn log_function_execute(function_oid: pg_sys::Oid) {
     event.command = pg_sys::CommandTag::CMDTAG_EXECUTE;
     event.object_type = Some(b"FUNCTION".as_slice().into());
     event.object_name = Some(object_name);
+    // A call of configure() and the like: neither this line nor the statements making
+    // the call (not logged yet) show their text, which holds the secrets.
+    let secrets = crate::pg::internal::takes_secrets(function_oid);
+    if secrets {
+        stack::mark_carrying_secrets();
+    }
     let id = stack::push_transient(event);
     let (text, redacted, parent_nested) = stack::text_below(id);
     stack::with_event(id, |e| {
         e.text = text;
         e.redacted_text = redacted;
         e.nested = parent_nested;
+        e.carries_secrets = secrets;
     });
     emit::log_event(id);
     stack::pop(id);
+}
+
+/// One of pgaudit_siem's secret-bearing functions (configure, test_connection) started:
+/// no statement running it logs its text or parameters (an `EXECUTE` of a prepared call
+/// carries the secrets as its own arguments, a wrapper function as its own).
+pub fn statement_carries_secrets() {
+    super::stack::mark_carrying_secrets();
 }

@@ -16,7 +16,7 @@
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 
 use pgrx::guc::GucSetting;
 use pgrx::pg_sys;
@@ -493,13 +493,8 @@ unsafe extern "C-unwind" fn check_log_classes(
     match classes::parse_class_list(&text) {
         Ok(bits) => match unsafe { guc_extra(bits) } {
             // SAFETY: `extra` is PostgreSQL's out-parameter for this check call.
-            Some(block) if is_server_level(source) => unsafe {
-                SERVER_LOG_BITS.store(bits, Ordering::Relaxed);
-                *extra = block;
-                true
-            },
-            // SAFETY: `extra` is PostgreSQL's out-parameter for this check call.
             Some(block) => unsafe {
+                SERVER_LOG_BITS.record(source, i64::from(bits));
                 *extra = block;
                 true
             },
@@ -587,26 +582,82 @@ const S_STATEMENT: usize = 5;
 const S_STATEMENT_ONCE: usize = 6;
 const S_NESTED: usize = 7;
 
-/// Server-level values of the boolean settings, by the indices above (boot values first).
-static SERVER_BOOLS: [AtomicBool; 8] = [
-    AtomicBool::new(false), // featureEnabled
-    AtomicBool::new(true),  // log_catalog
-    AtomicBool::new(false), // log_parameter
-    AtomicBool::new(false), // log_relation
-    AtomicBool::new(false), // log_rows
-    AtomicBool::new(true),  // log_statement
-    AtomicBool::new(false), // log_statement_once
-    AtomicBool::new(true),  // log_nested_statements
-];
-static SERVER_LOG_BITS: AtomicU32 = AtomicU32::new(classes::NONE);
-static SERVER_MAX_STRING_LENGTH: AtomicI32 = AtomicI32::new(-1);
-
-fn is_server_level(source: pg_sys::GucSource::Type) -> bool {
-    source <= pg_sys::GucSource::PGC_S_GLOBAL
+/// One setting's server-level value, kept per source: the boot value, the configuration
+/// files (postgresql.conf, ALTER SYSTEM), the command line and ALTER ROLE ALL. The
+/// strongest source present wins, as in PostgreSQL: a reload re-checks only the files,
+/// so keeping one value would let it overwrite a stronger source's (a command-line or
+/// ALTER ROLE ALL value would fall back to the file's in every running admin session).
+struct ServerLevel {
+    /// By [`server_slot`]; `UNSET` where that source gave no value.
+    by_source: [AtomicI64; 4],
 }
 
+const UNSET: i64 = i64::MIN;
+
+impl ServerLevel {
+    const fn new(boot: i64) -> ServerLevel {
+        ServerLevel {
+            by_source: [
+                AtomicI64::new(boot),
+                AtomicI64::new(UNSET),
+                AtomicI64::new(UNSET),
+                AtomicI64::new(UNSET),
+            ],
+        }
+    }
+
+    /// Records a value a check hook saw; only server-level sources count.
+    fn record(&self, source: pg_sys::GucSource::Type, value: i64) {
+        let Some(slot) = server_slot(source) else {
+            return;
+        };
+        if slot == 0 {
+            // A reset to the default: at definition, or at a reload after the setting
+            // left the files (PostgreSQL resets only values the files had set).
+            self.by_source[1].store(UNSET, Ordering::Relaxed);
+        }
+        self.by_source[slot].store(value, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> i64 {
+        self.by_source
+            .iter()
+            .rev()
+            .map(|v| v.load(Ordering::Relaxed))
+            .find(|&v| v != UNSET)
+            .unwrap_or(UNSET)
+    }
+}
+
+/// The slot of a server-level source, weakest first; `None` for database-, role- and
+/// session-level sources.
+fn server_slot(source: pg_sys::GucSource::Type) -> Option<usize> {
+    use pg_sys::GucSource::*;
+    match source {
+        PGC_S_DEFAULT | PGC_S_DYNAMIC_DEFAULT | PGC_S_ENV_VAR => Some(0),
+        PGC_S_FILE => Some(1),
+        PGC_S_ARGV => Some(2),
+        PGC_S_GLOBAL => Some(3),
+        _ => None,
+    }
+}
+
+/// Server-level values of the boolean settings, by the indices above.
+static SERVER_BOOLS: [ServerLevel; 8] = [
+    ServerLevel::new(0), // featureEnabled
+    ServerLevel::new(1), // log_catalog
+    ServerLevel::new(0), // log_parameter
+    ServerLevel::new(0), // log_relation
+    ServerLevel::new(0), // log_rows
+    ServerLevel::new(1), // log_statement
+    ServerLevel::new(0), // log_statement_once
+    ServerLevel::new(1), // log_nested_statements
+];
+static SERVER_LOG_BITS: ServerLevel = ServerLevel::new(classes::NONE as i64);
+static SERVER_MAX_STRING_LENGTH: ServerLevel = ServerLevel::new(-1);
+
 fn server_bool(index: usize) -> bool {
-    SERVER_BOOLS[index].load(Ordering::Relaxed)
+    SERVER_BOOLS[index].get() != 0
 }
 
 /// `session`, or on for an admin session when the server level says on.
@@ -621,10 +672,8 @@ unsafe extern "C-unwind" fn record_server_bool<const I: usize>(
     _extra: *mut *mut c_void,
     source: pg_sys::GucSource::Type,
 ) -> bool {
-    if is_server_level(source) {
-        // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
-        SERVER_BOOLS[I].store(unsafe { *newval }, Ordering::Relaxed);
-    }
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+    SERVER_BOOLS[I].record(source, i64::from(unsafe { *newval }));
     true
 }
 
@@ -633,10 +682,8 @@ unsafe extern "C-unwind" fn record_server_max_string_length(
     _extra: *mut *mut c_void,
     source: pg_sys::GucSource::Type,
 ) -> bool {
-    if is_server_level(source) {
-        // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
-        SERVER_MAX_STRING_LENGTH.store(unsafe { *newval }, Ordering::Relaxed);
-    }
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+    SERVER_MAX_STRING_LENGTH.record(source, i64::from(unsafe { *newval }));
     true
 }
 
@@ -694,7 +741,7 @@ pub fn log_classes() -> u32 {
         classes::NONE
     };
     let server = if server_bool(S_FEATURE) {
-        SERVER_LOG_BITS.load(Ordering::Relaxed)
+        SERVER_LOG_BITS.get() as u32
     } else {
         classes::NONE
     };
@@ -745,7 +792,7 @@ pub fn log_max_string_length() -> Option<usize> {
         return None;
     };
     // A shorter limit than the server level's is a weakening; -1 (unlimited) is the most.
-    match usize::try_from(SERVER_MAX_STRING_LENGTH.load(Ordering::Relaxed)).ok() {
+    match usize::try_from(SERVER_MAX_STRING_LENGTH.get()).ok() {
         Some(server) if server <= limit => Some(limit),
         server if admin_session() => server.map(|s| s.max(limit)),
         _ => Some(limit),
@@ -923,6 +970,31 @@ mod tests {
         assert_eq!(super::log_max_string_length(), None);
         assert!(super::log_nested_statements());
         assert!(!super::feature_enabled());
+    }
+
+    #[test]
+    fn the_strongest_server_source_wins_and_a_reload_cannot_overwrite_it() {
+        use pgrx::pg_sys::GucSource::*;
+        let level = super::ServerLevel::new(0);
+        level.record(PGC_S_FILE, 1);
+        level.record(PGC_S_GLOBAL, 5);
+        // A reload re-checks the file: ALTER ROLE ALL's value stays in force.
+        level.record(PGC_S_FILE, 2);
+        assert_eq!(level.get(), 5);
+        // Database, role and session values are not the server level.
+        level.record(PGC_S_DATABASE, 9);
+        level.record(PGC_S_SESSION, 9);
+        assert_eq!(level.get(), 5);
+        let level = super::ServerLevel::new(0);
+        level.record(PGC_S_ARGV, 3);
+        level.record(PGC_S_FILE, 2);
+        assert_eq!(level.get(), 3);
+        // The file's value, then the setting removed from the file: the boot value.
+        let level = super::ServerLevel::new(7);
+        level.record(PGC_S_FILE, 2);
+        assert_eq!(level.get(), 2);
+        level.record(PGC_S_DEFAULT, 7);
+        assert_eq!(level.get(), 7);
     }
 
     #[pg_test(error = "invalid configuration parameter name \"pgaudit.bogus\"")]

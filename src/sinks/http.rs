@@ -431,7 +431,33 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// A sender posting with ureq, one agent (and its pooled connections) kept until the
+    /// TLS files or allowed hosts change.
     pub fn spawn() -> std::io::Result<Sender> {
+        let mut current: Option<((TlsFiles, String), Result<ureq::Agent, String>)> = None;
+        Sender::spawn_serving(move |request| {
+            let key = (request.tls.clone(), request.allowed_hosts.clone());
+            if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                current = Some((key, agent(&request.tls, &request.allowed_hosts)));
+            }
+            match current.as_ref().map(|(_, a)| a) {
+                Some(Ok(agent)) => post(agent, &request),
+                Some(Err(message)) => Reply {
+                    outcome: failed(FailureKind::Tls, message.clone()),
+                    elapsed: Duration::ZERO,
+                },
+                None => unreachable!("set just above"),
+            }
+        })
+    }
+
+    /// Runs `handle` for each request on the helper thread. A panic in it must not end
+    /// the thread (the worker would wait for a reply that never comes): it fails that
+    /// request. Should the thread end anyway, its end of the wake socket closes, so the
+    /// waiting worker wakes and [`Sender::poll`] says [`Poll::Gone`].
+    fn spawn_serving(
+        mut handle: impl FnMut(Request) -> Reply + Send + 'static,
+    ) -> std::io::Result<Sender> {
         let (wake_read, wake_write) = UnixStream::pair()?;
         wake_read.set_nonblocking(true)?;
         let (job_tx, job_rx) = mpsc::channel::<Request>();
@@ -440,36 +466,17 @@ impl Sender {
             .name("pgaudit_siem http".into())
             .spawn(move || {
                 block_all_signals();
-                let mut current: Option<((TlsFiles, String), Result<ureq::Agent, String>)> = None;
                 let mut wake_write = wake_write;
                 while let Ok(request) = job_rx.recv() {
-                    // Keep the agent (and its pooled connections) until the TLS files change.
-                    let key = (request.tls.clone(), request.allowed_hosts.clone());
-                    if current.as_ref().is_none_or(|(k, _)| *k != key) {
-                        let made = agent(&request.tls, &request.allowed_hosts);
-                        current = Some((key, made));
-                    }
-                    let reply = match current.as_ref().map(|(_, a)| a) {
-                        // A panic in the HTTP stack must not end the thread (the worker
-                        // would wait for a reply that never comes): it fails this request.
-                        Some(Ok(agent)) => {
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                post(agent, &request)
-                            }))
+                    let reply =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(request)))
                             .unwrap_or_else(|_| Reply {
                                 outcome: failed(
                                     FailureKind::Protocol,
                                     "the HTTP client failed unexpectedly".into(),
                                 ),
                                 elapsed: Duration::ZERO,
-                            })
-                        }
-                        Some(Err(message)) => Reply {
-                            outcome: failed(FailureKind::Tls, message.clone()),
-                            elapsed: Duration::ZERO,
-                        },
-                        None => unreachable!("set just above"),
-                    };
+                            });
                     if reply_tx.send(reply).is_err() {
                         break;
                     }
@@ -594,6 +601,94 @@ mod tests {
             ..TlsFiles::default()
         };
         assert!(agent(&half, "").err().unwrap().contains("needs both"));
+    }
+
+    fn request(url: String) -> Request {
+        Request {
+            method: "POST",
+            url,
+            headers: vec![],
+            content_type: "application/json",
+            body: b"{}".to_vec(),
+            gzip: true,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            tls: TlsFiles::default(),
+            allowed_hosts: String::new(),
+        }
+    }
+
+    /// Waits (bounded) until the wake socket is readable, as the worker's latch wait does.
+    fn wait_for_wake(sender: &Sender) -> bool {
+        let mut fd = libc::pollfd {
+            fd: sender.wake_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut fd, 1, 10_000) == 1 }
+    }
+
+    #[test]
+    fn a_panicking_request_fails_alone_and_the_thread_serves_the_next() {
+        let mut calls = 0;
+        let mut sender = Sender::spawn_serving(move |_| {
+            calls += 1;
+            if calls == 1 {
+                panic!("the HTTP stack failed");
+            }
+            Reply {
+                outcome: Outcome::Response {
+                    status: 200,
+                    retry_after: None,
+                    body: vec![],
+                },
+                elapsed: Duration::ZERO,
+            }
+        })
+        .unwrap();
+        for expected_ok in [false, true] {
+            assert!(sender.start(request("http://127.0.0.1:9/".into())));
+            assert!(wait_for_wake(&sender));
+            match sender.poll() {
+                Poll::Ready(Reply {
+                    outcome: Outcome::Response { status: 200, .. },
+                    ..
+                }) => assert!(expected_ok),
+                Poll::Ready(Reply {
+                    outcome: Outcome::Failed { kind, .. },
+                    ..
+                }) => {
+                    assert!(!expected_ok);
+                    assert_eq!(kind, FailureKind::Protocol);
+                }
+                _ => panic!("no reply"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_helper_thread_that_ended_wakes_the_worker_and_reports_gone() {
+        // However the thread ends, its ends of the reply channel and the wake socket go
+        // with it: here a thread that takes one request and returns.
+        let (wake_read, wake_write) = UnixStream::pair().unwrap();
+        wake_read.set_nonblocking(true).unwrap();
+        let (jobs, job_rx) = mpsc::channel::<Request>();
+        let (reply_tx, replies) = mpsc::channel::<Reply>();
+        let thread = std::thread::spawn(move || {
+            let _request = job_rx.recv();
+            drop((reply_tx, wake_write));
+        });
+        let mut sender = Sender {
+            jobs,
+            replies,
+            wake_read,
+        };
+        assert!(sender.start(request("http://127.0.0.1:9/".into())));
+        thread.join().unwrap();
+        assert!(wait_for_wake(&sender), "the worker would sleep forever");
+        assert!(matches!(sender.poll(), Poll::Gone));
+        assert!(!sender.start(request("http://127.0.0.1:9/".into())));
     }
 
     #[test]
