@@ -17,6 +17,8 @@
 //!                    → standard →
 //!                    5 delegated_config (restore the user)  6 session_audit (log)
 //! object_access      session_audit (FUNCTION lines) → previous hook
+//! ClientAuthentication session_audit::trail (connect record) → previous hook
+//! emit_log           session_audit::trail (authentication_failed, error records) → previous
 //! fmgr               pg::internal (the extension's own SQL functions are internal),
 //!                    session_audit (statements running configure() log no text)
 //! xact callback      pg::internal, change_capture (attested caller), session_audit (abort),
@@ -63,6 +65,8 @@ static mut PREV_OBJECT_ACCESS: pg_sys::object_access_hook_type = None;
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_NEEDS_FMGR_HOOK: pg_sys::needs_fmgr_hook_type = None;
 static mut PREV_FMGR_HOOK: pg_sys::fmgr_hook_type = None;
+static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
+static mut PREV_CLIENT_AUTHENTICATION: pg::port::ClientAuthenticationHook = None;
 
 /// Installs every hook and callback, saving the previous hooks to chain to. `_PG_init`
 /// only.
@@ -91,6 +95,10 @@ pub fn init() {
         pg_sys::needs_fmgr_hook = Some(needs_fmgr_hook);
         PREV_FMGR_HOOK = pg_sys::fmgr_hook;
         pg_sys::fmgr_hook = Some(fmgr_hook);
+        PREV_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(emit_log);
+        PREV_CLIENT_AUTHENTICATION = pg::port::ClientAuthentication_hook;
+        pg::port::ClientAuthentication_hook = Some(client_authentication);
         pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subtransaction_event), std::ptr::null_mut());
         for cache in [
@@ -115,6 +123,9 @@ pub fn init() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
+    if !session_audit::nesting::nested() {
+        session_audit::trail::unnested_query_starts();
+    }
     let pushed = session_audit::subscriber::executor_start_before(query_desc);
     // SAFETY: chaining with PostgreSQL's own arguments; `pushed` is Copy.
     unsafe {
@@ -228,6 +239,9 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: the parse node PostgreSQL passed to this hook.
     unsafe { delivery::before_utility(utility, top_level) };
     let elevation = delegated_config::elevate_for(utility);
+    if top_level {
+        session_audit::trail::top_level_utility_starts();
+    }
     // SAFETY: chaining with PostgreSQL's own arguments; `audit` and `elevation` are Copy.
     unsafe {
         match PREV_PROCESS_UTILITY {
@@ -255,6 +269,9 @@ unsafe extern "C-unwind" fn process_utility(
     }
     if let Some(saved) = elevation {
         saved.restore();
+    }
+    if top_level {
+        session_audit::trail::top_level_utility_ends();
     }
     session_audit::subscriber::utility_after(audit);
 }
@@ -305,6 +322,29 @@ unsafe extern "C-unwind" fn fmgr_hook(
     }
 }
 
+// ---- Connections and error reports ----
+
+// Neither hook may raise: they run inside PostgreSQL's authentication and error
+// reporting. The subscriber catches panics and raises nothing; there is no #[pg_guard]
+// (an ERROR converted from a panic here would recurse).
+unsafe extern "C-unwind" fn client_authentication(port: *mut c_void, status: c_int) {
+    // SAFETY: PostgreSQL's Port for this backend and its verdict.
+    unsafe { session_audit::trail::at_client_authentication(port, status) };
+    // SAFETY: chaining with PostgreSQL's own arguments.
+    if let Some(prev) = unsafe { PREV_CLIENT_AUTHENTICATION } {
+        unsafe { prev(port, status) };
+    }
+}
+
+unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: the report PostgreSQL is emitting.
+    unsafe { session_audit::trail::at_error_report(edata) };
+    // SAFETY: chaining with PostgreSQL's own argument.
+    if let Some(prev) = unsafe { PREV_EMIT_LOG_HOOK } {
+        unsafe { prev(edata) };
+    }
+}
+
 // ---- Transactions and invalidations ----
 
 #[pg_guard]
@@ -316,7 +356,10 @@ unsafe extern "C-unwind" fn on_transaction_event(
     pg::internal::at_transaction_event(event);
     change_capture::forget_attested_caller();
     match event {
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => session_audit::subscriber::at_abort(),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
+            session_audit::subscriber::at_abort();
+            session_audit::trail::at_abort();
+        }
         _ => {}
     }
     delivery::at_transaction_event(event);
@@ -332,6 +375,7 @@ unsafe extern "C-unwind" fn on_subtransaction_event(
     pg::internal::at_subtransaction_event(event, subxact);
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         change_capture::forget_attested_caller();
+        session_audit::trail::at_abort();
     }
 }
 

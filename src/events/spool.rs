@@ -325,6 +325,27 @@ fn ensure_ready(state: &mut SpoolState) -> Result<(), Option<String>> {
 
 fn report(problem: Result<(), Option<String>>) {
     if let Err(Some(message)) = problem {
+        warn(&message);
+    }
+}
+
+thread_local! {
+    /// Set while a record is written from PostgreSQL's error reporting or
+    /// authentication, where raising even a WARNING would recurse.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the spool's own WARNINGs suppressed (the caller's record then just
+/// fails; what it describes is in the server log already).
+pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    let previous = QUIET.with(|q| q.replace(true));
+    let result = f();
+    QUIET.with(|q| q.set(previous));
+    result
+}
+
+fn warn(message: &str) {
+    if !QUIET.with(std::cell::Cell::get) {
         warning!("{message}");
     }
 }
@@ -406,7 +427,7 @@ pub fn append(
             state.fallbacks += 1;
             note_overflow(&mut state);
             drop(state);
-            warning!("pgaudit_siem: writing to the session-audit spool failed ({e}); the AUDIT line goes to the server log");
+            warn(&format!("pgaudit_siem: writing to the session-audit spool failed ({e}); the AUDIT line goes to the server log"));
             Err(Refused::Broken)
         }
     }

@@ -5,6 +5,7 @@
 //! - [`user`]: running a step as another role, restored on every exit.
 //! - [`admin`]: `pgaudit_admin` membership, one definition for Rust and SQL.
 //! - [`names`]: database, role and schema names.
+//! - [`port`]: the client connection (`struct Port`) and the ClientAuthentication hook.
 //! - [`syscache`]: catalog rows through the syscache.
 //! - [`text`]: cutting text on a UTF-8 boundary.
 //! - [`error`]: raising an ERROR with SQLSTATE and hint, in one message style.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod function_info;
 pub mod internal;
 pub mod names;
+pub mod port;
 pub mod syscache;
 pub mod text;
 pub mod unguarded;

@@ -9,6 +9,7 @@
 //! - [`relations`]: the SELECT/DML relation pass and object auditing.
 //! - [`error`]: pgAudit's own internal-error messages.
 //! - [`event_triggers`]: the DDL event triggers created by `CREATE EXTENSION`.
+//! - [`trail`]: connection and failed-statement records of the stream.
 //!
 //! The `pgaudit.log` grammar lives with the settings (`settings::log_classes`).
 //! Everything is gated by `pgaudit.featureEnabled`: when it is off, the subscriber only
@@ -23,3 +24,4 @@ pub mod record;
 pub mod relations;
 pub mod stack;
 pub mod subscriber;
+pub mod trail;

@@ -16,7 +16,7 @@ use pgrx::pg_sys;
 
 use super::format::{self, Line};
 use crate::events::{envelope, id, json, spool, time};
-use crate::pg::names;
+use crate::pg::{names, port};
 use crate::settings;
 
 /// The largest line a record carries: a longer one (a multi-megabyte statement) goes to
@@ -48,15 +48,34 @@ thread_local! {
 }
 
 fn facts<R>(f: impl FnOnce(&SessionFacts) -> R) -> R {
+    // During authentication the status entry has no client address yet: do not keep
+    // what is read then.
+    // SAFETY: plain read of a process global.
+    if unsafe { pg_sys::ClientAuthInProgress } {
+        return f(&gather_facts());
+    }
     FACTS.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let facts = cell.get_or_insert_with(|| {
+        let facts = cell.get_or_insert_with(gather_facts);
+        f(facts)
+    })
+}
+
+fn gather_facts() -> SessionFacts {
+    {
+        {
             // SAFETY: process globals set at backend start; MyProcPort is NULL in
             // background workers, its strings are NUL-terminated when present.
             unsafe {
                 let (client_addr, client_port) = match client_socket() {
                     Some(addr) => (Some(addr.ip().to_string()), Some(addr.port())),
-                    None => (None, None),
+                    // Before the status entry is filled (authentication): the Port's.
+                    None => match port::current() {
+                        Some(c) if !c.remote_host.is_empty() && c.remote_port.is_some() => {
+                            (Some(c.remote_host), c.remote_port)
+                        }
+                        _ => (None, None),
+                    },
                 };
                 SessionFacts {
                     client_addr,
@@ -73,9 +92,8 @@ fn facts<R>(f: impl FnOnce(&SessionFacts) -> R) -> R {
                     host: names::host(),
                 }
             }
-        });
-        f(facts)
-    })
+        }
+    }
 }
 
 /// The client's TCP address, from the backend's status entry (`None` for Unix sockets
@@ -138,29 +156,9 @@ pub fn spool(
     let Some(identity) = spool::identity() else {
         return Err(spool::Refused::Broken);
     };
-    let (spool_max_bytes, segment_bytes) = settings::session_stream_limits();
-    HALVES.with(|halves| {
-        let mut halves = halves.borrow_mut();
-        let (head, tail) = &mut *halves;
-        head.clear();
-        tail.clear();
-        let now = time::now_unix_micros();
-        envelope::write_identity(head, id::next_id(now), now);
-        head.extend_from_slice(b",\"sequence\":");
-        let (database, session_user, current_user) = if in_transaction() {
-            // SAFETY: plain reads of the session's role ids.
-            unsafe {
-                (
-                    names::database(),
-                    names::role(pg_sys::GetSessionUserId()),
-                    names::role(pg_sys::GetUserId()),
-                )
-            }
-        } else {
-            (String::new(), String::new(), String::new())
-        };
-        let action = String::from_utf8_lossy(line.command).to_ascii_lowercase();
-        envelope::write_event(tail, "session_audit", &action, &database, &session_user);
+    let who = Who::in_transaction();
+    let action = String::from_utf8_lossy(line.command).to_ascii_lowercase();
+    spool_record(identity, &action, &who, |tail| {
         tail.extend_from_slice(b",\"audit\":{\"type\":");
         tail.extend_from_slice(if line.object_audit {
             b"\"OBJECT\""
@@ -193,16 +191,134 @@ pub fn spool(
         }
         tail.extend_from_slice(b"},\"line\":");
         json::push_string(tail, text.strip_prefix(b"AUDIT: ").unwrap_or(text));
-        tail.extend_from_slice(b",\"session\":{\"database\":");
-        json::push_string(tail, database.as_bytes());
-        tail.extend_from_slice(b",\"session_user\":");
-        json::push_string(tail, session_user.as_bytes());
-        tail.extend_from_slice(b",\"current_user\":");
-        json::push_string(tail, current_user.as_bytes());
-        tail.extend_from_slice(b",\"application_name\":");
+    })
+}
+
+/// Whose session a record describes.
+pub struct Who {
+    pub database: String,
+    pub session_user: String,
+    pub current_user: String,
+    pub application_name: String,
+}
+
+thread_local! {
+    /// Names seen in a healthy transaction: (database, (session user oid, name),
+    /// (current user oid, name)), for records built where the catalog cannot be read.
+    static KNOWN_NAMES: RefCell<(String, (u32, String), (u32, String))> =
+        const { RefCell::new((String::new(), (0, String::new()), (0, String::new()))) };
+}
+
+impl Who {
+    /// From the catalog inside a transaction (remembered for [`Who::without_catalog`]),
+    /// empty outside one.
+    pub fn in_transaction() -> Who {
         // SAFETY: the setting's NUL-terminated value, or NULL.
-        let application = unsafe { names::cstr_or_empty(pg_sys::application_name) };
-        json::push_string(tail, application.as_bytes());
+        let application_name = unsafe { names::cstr_or_empty(pg_sys::application_name) };
+        if !in_transaction() {
+            return Who {
+                database: String::new(),
+                session_user: String::new(),
+                current_user: String::new(),
+                application_name,
+            };
+        }
+        // SAFETY: plain reads of the session's role ids; syscache lookups in a transaction.
+        let (session_oid, current_oid) =
+            unsafe { (pg_sys::GetSessionUserId(), pg_sys::GetUserId()) };
+        let who = Who {
+            database: names::database(),
+            session_user: names::role(session_oid),
+            current_user: names::role(current_oid),
+            application_name,
+        };
+        KNOWN_NAMES.with(|k| {
+            *k.borrow_mut() = (
+                who.database.clone(),
+                (session_oid.to_u32(), who.session_user.clone()),
+                (current_oid.to_u32(), who.current_user.clone()),
+            )
+        });
+        who
+    }
+
+    /// Without catalog access (while an error is reported, during authentication): names
+    /// remembered from earlier records, else the connection's own (login role, database).
+    pub fn without_catalog() -> Who {
+        let connection = port::current().unwrap_or_default();
+        // SAFETY: plain reads of the session's role ids and a setting.
+        let (session_oid, current_oid, application_name) = unsafe {
+            (
+                pg_sys::GetSessionUserId().to_u32(),
+                pg_sys::GetUserId().to_u32(),
+                names::cstr_or_empty(pg_sys::application_name),
+            )
+        };
+        KNOWN_NAMES.with(|k| {
+            let (database, (s_oid, s_name), (c_oid, c_name)) = &*k.borrow();
+            let session_user = if *s_oid == session_oid && session_oid != 0 {
+                s_name.clone()
+            } else {
+                connection.user_name.clone()
+            };
+            let current_user = if current_oid == *c_oid && current_oid != 0 {
+                c_name.clone()
+            } else if current_oid == session_oid || current_oid == 0 {
+                session_user.clone()
+            } else {
+                String::new()
+            };
+            Who {
+                database: if database.is_empty() {
+                    connection.database_name.clone()
+                } else {
+                    database.clone()
+                },
+                session_user,
+                current_user,
+                application_name: if application_name.is_empty() {
+                    connection.application_name.clone()
+                } else {
+                    application_name
+                },
+            }
+        })
+    }
+}
+
+/// Builds one record of `action` about `who`, with `members` (each written as
+/// `,"name":value`) after `event`, and appends it to the spool.
+pub fn spool_record(
+    identity: spool::StreamIdentity,
+    action: &str,
+    who: &Who,
+    members: impl FnOnce(&mut Vec<u8>),
+) -> Result<u64, spool::Refused> {
+    let (spool_max_bytes, segment_bytes) = settings::session_stream_limits();
+    HALVES.with(|halves| {
+        let mut halves = halves.borrow_mut();
+        let (head, tail) = &mut *halves;
+        head.clear();
+        tail.clear();
+        let now = time::now_unix_micros();
+        envelope::write_identity(head, id::next_id(now), now);
+        head.extend_from_slice(b",\"sequence\":");
+        envelope::write_event(
+            tail,
+            "session_audit",
+            action,
+            &who.database,
+            &who.session_user,
+        );
+        members(tail);
+        tail.extend_from_slice(b",\"session\":{\"database\":");
+        json::push_string(tail, who.database.as_bytes());
+        tail.extend_from_slice(b",\"session_user\":");
+        json::push_string(tail, who.session_user.as_bytes());
+        tail.extend_from_slice(b",\"current_user\":");
+        json::push_string(tail, who.current_user.as_bytes());
+        tail.extend_from_slice(b",\"application_name\":");
+        json::push_string(tail, who.application_name.as_bytes());
         // SAFETY: reads the top-level transaction id, if one was assigned.
         let xid = unsafe { pg_sys::GetTopFullTransactionIdIfAny() }.value;
         // SAFETY: plain reads of process globals.
@@ -245,7 +361,7 @@ pub fn spool(
             tail,
             spool_max_bytes,
             segment_bytes,
-            |count, since| overflow_record(count, since, &database, &session_user),
+            |count, since| overflow_record(count, since, &who.database, &who.session_user),
         );
         // One huge statement must not keep its buffers alive for the whole session.
         for buffer in [head, tail] {

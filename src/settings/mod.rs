@@ -102,6 +102,9 @@ static SESSION_AUDIT_FORMAT: GucSetting<Option<CString>> =
 static SESSION_AUDIT_HEADERS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 static SESSION_AUDIT_SERVER_LOG: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `pgaudit_siem.log_connections`: connection, failed-authentication and disconnection
+/// records in the session-audit stream.
+static LOG_CONNECTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static SESSION_AUDIT_SPOOL_MAX_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static SESSION_AUDIT_SEGMENT_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
 static SESSION_AUDIT_SYNC_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(200);
@@ -341,6 +344,14 @@ fn init_session_audit_stream() {
         &SESSION_AUDIT_HEADERS_FILE,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
+        c"pgaudit_siem.log_connections",
+        c"Records connections, failed authentications and disconnections in the session-audit stream.",
+        c"",
+        &LOG_CONNECTIONS,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"pgaudit_siem.session_audit_server_log",
@@ -903,6 +914,11 @@ pub struct SessionStreamSettings {
     pub spool_max_bytes: u64,
     pub segment_bytes: u64,
     pub sync_interval: std::time::Duration,
+}
+
+/// Whether connection records go to the stream (`log_connections` and a stream URL).
+pub fn log_connections() -> bool {
+    fast_bool(&LOG_CONNECTIONS) && session_stream_enabled()
 }
 
 /// Whether AUDIT records go to the stream (an URL is set).

@@ -42,11 +42,12 @@ fn records(receiver: &Receiver) -> (BTreeMap<u64, Value>, usize) {
     (by_sequence, duplicates)
 }
 
+/// Records of AUDIT lines (not overflow, error or connection records).
 fn audit_records(receiver: &Receiver) -> Vec<Value> {
     records(receiver)
         .0
         .into_values()
-        .filter(|r| r["event"]["action"] != "spool_overflow")
+        .filter(|r| r["line"].is_string())
         .collect()
 }
 
@@ -452,6 +453,224 @@ fn an_oversized_line_goes_to_the_server_log_and_the_stream_counts_it() {
         "only the oversized line is in the server log"
     );
     assert!(in_log[0].contains("AS big"));
+    assert_gapless(&receiver);
+    cluster.assert_no_crash();
+}
+
+/// Session-audit records of `action`, in sequence order.
+fn records_of(receiver: &Receiver, action: &str) -> Vec<Value> {
+    records(receiver)
+        .0
+        .into_values()
+        .filter(|r| r["event"]["action"] == action)
+        .collect()
+}
+
+#[test]
+fn connections_and_failed_logins_are_records_without_passwords() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-connections", &receiver)
+        .setting("pgaudit_siem.log_connections", "on")
+        .start();
+    let mut su = cluster.connect();
+    su.batch_execute(
+        "CREATE ROLE bob LOGIN PASSWORD 'right-s3cret'; CREATE ROLE rejected LOGIN PASSWORD 'rej-s3cret'",
+    )
+    .unwrap();
+    std::fs::write(
+        cluster.data_dir().join("pg_hba.conf"),
+        "local all all trust\nhost all postgres 127.0.0.1/32 trust\n\
+         host all rejected 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    cluster.reload_config();
+    let attempt = |user: &str, password: &str| {
+        pgaudit_siem_tests::postgres::Client::connect(
+            &format!(
+                "{} password={password} application_name=trail",
+                cluster.conninfo("postgres", user)
+            ),
+            pgaudit_siem_tests::postgres::NoTls,
+        )
+    };
+    let mut bob = attempt("bob", "right-s3cret").unwrap();
+    bob.batch_execute("SELECT 1; SELECT 2").unwrap();
+    drop(bob);
+    for (user, password) in [
+        ("bob", "wrong-s3cret"),
+        ("ghost", "ghost-s3cret"),
+        ("rejected", "rej-s3cret"),
+    ] {
+        assert!(attempt(user, password).is_err(), "{user} got in");
+    }
+    wait_until(
+        "the failures and bob's disconnection",
+        Duration::from_secs(30),
+        || {
+            records_of(&receiver, "authentication_failed").len() >= 3
+                && records_of(&receiver, "disconnect")
+                    .iter()
+                    .any(|r| r["connection"]["role"] == "bob")
+        },
+    );
+    let connect = records_of(&receiver, "connect")
+        .into_iter()
+        .find(|r| r["connection"]["role"] == "bob")
+        .expect("bob's connect record");
+    let c = &connect["connection"];
+    assert_eq!(c["database"], "postgres");
+    assert_eq!(c["method"], "scram-sha-256");
+    assert_eq!(c["ssl"], false);
+    assert_eq!(c["application_name"], "trail");
+    assert_eq!(c["client_addr"], "127.0.0.1");
+    assert!(c["client_port"].as_u64().is_some());
+    let disconnect = records_of(&receiver, "disconnect")
+        .into_iter()
+        .find(|r| r["connection"]["role"] == "bob")
+        .unwrap();
+    assert!(
+        disconnect["connection"]["statements"].as_u64().unwrap() >= 2,
+        "{disconnect}"
+    );
+    assert!(
+        disconnect["connection"]["duration_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(disconnect["session"]["session_user"], "bob");
+    let failures: Vec<(String, String, String)> = records_of(&receiver, "authentication_failed")
+        .iter()
+        .map(|r| {
+            (
+                r["connection"]["role"].as_str().unwrap().to_owned(),
+                r["connection"]["failure"].as_str().unwrap().to_owned(),
+                r["connection"]["sqlstate"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            (
+                "bob".to_owned(),
+                "invalid_password".to_owned(),
+                "28P01".to_owned()
+            ),
+            (
+                "ghost".to_owned(),
+                "unknown_role".to_owned(),
+                "28P01".to_owned()
+            ),
+            (
+                "rejected".to_owned(),
+                "rejected_by_pg_hba".to_owned(),
+                "28000".to_owned()
+            ),
+        ]
+    );
+    let everything: String = receiver
+        .events()
+        .iter()
+        .map(|r| r.event.to_string())
+        .collect();
+    assert!(
+        !everything.contains("s3cret"),
+        "a password reached the SIEM"
+    );
+    assert_gapless(&receiver);
+    cluster.assert_no_crash();
+}
+
+#[test]
+fn failed_statements_of_audited_sessions_are_error_records() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-errors", &receiver).start();
+    let mut su = cluster.connect();
+    su.batch_execute(
+        "CREATE ROLE app_user LOGIN; CREATE ROLE quiet LOGIN;
+         ALTER ROLE quiet SET pgaudit.featureEnabled = off;
+         CREATE TABLE secret (x int); CREATE TABLE u (x int PRIMARY KEY); INSERT INTO u VALUES (1);
+         GRANT INSERT ON u TO app_user;
+         CREATE FUNCTION dup() RETURNS void LANGUAGE plpgsql AS $$ BEGIN INSERT INTO u VALUES (1); END $$;",
+    )
+    .unwrap();
+    let mut app = cluster.connect_as("postgres", "app_user");
+    for statement in [
+        "SELECT * FROM secret",
+        "SELEC 1",
+        "SELECT dup()",
+        "ALTER ROLE nobody PASSWORD 'pw-s3cret'",
+    ] {
+        assert!(app.batch_execute(statement).is_err(), "{statement}");
+    }
+    // A caught error is not a failed statement; an unaudited session has no trail.
+    app.batch_execute(
+        "DO $$ BEGIN PERFORM 1/0; EXCEPTION WHEN division_by_zero THEN NULL; END $$; SELECT 'marker'",
+    )
+    .unwrap();
+    let mut quiet = cluster.connect_as("postgres", "quiet");
+    assert!(quiet.batch_execute("SELECT * FROM missing_table").is_err());
+    wait_until(
+        "four error records and the marker",
+        Duration::from_secs(30),
+        || {
+            records_of(&receiver, "error").len() >= 4
+                && audit_records(&receiver).iter().any(|r| {
+                    r["audit"]["statement"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("marker"))
+                })
+        },
+    );
+    let errors = records_of(&receiver, "error");
+    let summary: Vec<(String, String)> = errors
+        .iter()
+        .map(|r| {
+            (
+                r["error"]["sqlstate"].as_str().unwrap().to_owned(),
+                r["audit"]["statement"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("42501".to_owned(), "SELECT * FROM secret".to_owned()),
+            ("42601".to_owned(), "SELEC 1".to_owned()),
+            ("23505".to_owned(), "SELECT dup()".to_owned()),
+            (
+                "42704".to_owned(),
+                "ALTER ROLE nobody PASSWORD <REDACTED>".to_owned()
+            ),
+        ],
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[0]["error"]["message"],
+        "permission denied for table secret"
+    );
+    assert_eq!(errors[0]["session"]["session_user"], "app_user");
+    assert_eq!(errors[3]["error"]["message"], "<REDACTED>");
+    // The failing call inside the function was logged before it failed: the record
+    // names its statement id; a syntax error never got one.
+    assert!(
+        errors[2]["audit"]["statement_id"].as_u64().is_some(),
+        "{}",
+        errors[2]
+    );
+    assert!(errors[1]["audit"]["statement_id"].is_null());
+    let everything: String = receiver
+        .events()
+        .iter()
+        .map(|r| r.event.to_string())
+        .collect();
+    assert!(!everything.contains("s3cret"));
+    assert!(
+        !everything.contains("missing_table"),
+        "the unaudited session has a trail"
+    );
+    assert!(!everything.contains("division by zero"));
     assert_gapless(&receiver);
     cluster.assert_no_crash();
 }
