@@ -18,7 +18,9 @@ CREATE TABLE pgaudit_siem.delivery_state (
     last_http_status int,
     current_backoff_ms bigint NOT NULL DEFAULT 0,
     events_per_second double precision NOT NULL DEFAULT 0,
-    worker_pid int
+    worker_pid int,
+    -- The hash chain (src/events/chain.rs) after the last delivered event.
+    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000'
 );
 INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
 

@@ -2,14 +2,15 @@
 //! configurations side by side in alternating rounds, and prints a Markdown table with
 //! ratios against the anchor configuration measured in the same run.
 //!
-//! Usage: `bash scripts/bench.sh [overhead] [session] [session_stream] [capture] [capture_memory] [delivery] [sqlsmith] [--seconds N] [--rounds N] [--minutes N] [--events N]`
-//! (no name: overhead, session, capture, capture_memory and delivery; sqlsmith is a long robustness run, named explicitly).
+//! Usage: `bash scripts/bench.sh [overhead] [session] [session_stream] [capture] [capture_memory] [delivery] [sqlsmith] [trail] [--seconds N] [--rounds N] [--minutes N] [--events N]`
+//! (no name: overhead, session, capture, capture_memory and delivery; sqlsmith is a long robustness run, named explicitly; so are session_stream and trail).
 
 mod capture;
 mod delivery;
 mod pgbench;
 mod session_stream;
 mod sqlsmith;
+mod trail;
 
 use pgaudit_siem_tests::{Cluster, ClusterBuilder};
 use pgbench::{Config, Options, SELECT_ONLY, TPCB_LIKE};
@@ -39,9 +40,9 @@ fn main() {
             "--minutes" => minutes = number("--minutes"),
             "--events" => events = u64::from(number("--events")),
             "overhead" | "session" | "session_stream" | "capture" | "capture_memory"
-            | "delivery" | "sqlsmith" => which.push(arg),
+            | "delivery" | "sqlsmith" | "trail" => which.push(arg),
             other => {
-                panic!("unknown argument {other}; benchmarks: overhead, session, session_stream, capture, capture_memory, delivery, sqlsmith")
+                panic!("unknown argument {other}; benchmarks: overhead, session, session_stream, capture, capture_memory, delivery, sqlsmith, trail")
             }
         }
     }
@@ -65,6 +66,10 @@ fn main() {
             "capture_memory" => capture::memory(),
             "delivery" => delivery::run(events),
             "sqlsmith" => sqlsmith::run(minutes),
+            "trail" => {
+                trail::chain_cost();
+                trail::failed_logins(&opts);
+            }
             _ => unreachable!("validated above"),
         }
     }

@@ -46,6 +46,15 @@ pub fn run(opts: &Options) {
             builder: stream_cluster("bench-stream-only", &url)
                 .setting("pgaudit_siem.session_audit_server_log", "off"),
         },
+        Config {
+            label: "stream only, HMAC-keyed chain".into(),
+            builder: stream_cluster("bench-stream-hmac", &url)
+                .setting("pgaudit_siem.session_audit_server_log", "off")
+                .setting(
+                    "pgaudit_siem.chain_key_file",
+                    &format!("'{}'", chain_key().display()),
+                ),
+        },
     ];
     let results = pgbench::run(configs, &[SELECT_ONLY, TPCB_LIKE], opts);
     println!(
@@ -57,7 +66,7 @@ pub fn run(opts: &Options) {
     println!(
         "{}",
         results.markdown(|label, c, worst| match label {
-            "stream only (server_log = off)" => format!(
+            "stream only (server_log = off)" | "stream only, HMAC-keyed chain" => format!(
                 "≥ {STREAM_ONLY_TARGET} of no extension: {}",
                 if worst >= STREAM_ONLY_TARGET {
                     "met"
@@ -86,6 +95,15 @@ pub fn run(opts: &Options) {
     drop(results);
     drain(&receiver, &url);
     latency();
+}
+
+/// A chain key file the server's OS user owns, mode 0600.
+fn chain_key() -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("pgaudit_siem-bench-chain-{}", std::process::id()));
+    std::fs::write(&path, "0123456789abcdef-bench-chain-key\n").unwrap();
+    pgaudit_siem_tests::server_owned(&path, 0o600);
+    path
 }
 
 fn stats(c: &mut pgaudit_siem_tests::postgres::Client) -> (i64, i64) {

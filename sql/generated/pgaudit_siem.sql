@@ -150,6 +150,25 @@ GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_parameter(text, text, te
 GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(text, text, text, text) TO pgaudit_admin;
 REVOKE ALL ON FUNCTION pgaudit_siem.apply_delegated_setting(text, text, text, text, text) FROM PUBLIC;
 
+CREATE  FUNCTION "session_audit_log"(
+	"since" timestamp with time zone, /* TimestampWithTimeZone */
+	"until" timestamp with time zone DEFAULT now() /* Option < TimestampWithTimeZone > */
+) RETURNS TABLE (
+	"sequence" bigint,  /* i64 */
+	"recorded_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"action" TEXT,  /* Option < String > */
+	"database" TEXT,  /* Option < String > */
+	"login_role" TEXT,  /* Option < String > */
+	"statement" TEXT,  /* Option < String > */
+	"record" jsonb  /* pgrx :: JsonB */
+)
+VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'session_audit_log_wrapper';
+
+REVOKE ALL ON FUNCTION pgaudit_siem.session_audit_log(timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgaudit_siem.session_audit_log(timestamptz, timestamptz) TO pgaudit_admin;
+
 CREATE  FUNCTION "uuid_v7"() RETURNS uuid /* pgrx :: Uuid */
 STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -509,7 +528,9 @@ CREATE TABLE pgaudit_siem.delivery_state (
     last_http_status int,
     current_backoff_ms bigint NOT NULL DEFAULT 0,
     events_per_second double precision NOT NULL DEFAULT 0,
-    worker_pid int
+    worker_pid int,
+    -- The hash chain (src/events/chain.rs) after the last delivered event.
+    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000'
 );
 INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
 

@@ -1,2 +1,2 @@
--- Where delivery stands: the last (xid, seq) handled.
-SELECT s.last_xid::pg_catalog.text, s.last_seq FROM pgaudit_siem.delivery_state s
+-- Where delivery stands: the last (xid, seq) handled, and the hash chain after it.
+SELECT s.last_xid::pg_catalog.text, s.last_seq, s.chain_hash FROM pgaudit_siem.delivery_state s

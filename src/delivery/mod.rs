@@ -72,6 +72,31 @@ fn invalid(message: &str, hint: &str) -> ! {
 }
 
 /// Why a URL cannot be used; the URL itself is never echoed (it may carry secrets).
+/// The hash chain's key (`pgaudit_siem.chain_key_file`): `None` without a file (plain
+/// SHA-256). The file must be private to the server's OS user; errors never quote it.
+pub fn chain_key() -> Result<Option<Vec<u8>>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = crate::settings::chain_key_file();
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| format!("pgaudit_siem.chain_key_file: {e}"))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(
+            "pgaudit_siem.chain_key_file must not be accessible to group or others (chmod 600)"
+                .into(),
+        );
+    }
+    let mut key = std::fs::read(&path).map_err(|e| format!("pgaudit_siem.chain_key_file: {e}"))?;
+    while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        key.pop();
+    }
+    if key.len() < 16 {
+        return Err("pgaudit_siem.chain_key_file must hold a key of at least 16 bytes".into());
+    }
+    Ok(Some(key))
+}
+
 pub fn url_problem(url: &str) -> Option<&'static str> {
     if url.len() > 2048 {
         return Some("the URL is longer than 2048 bytes");

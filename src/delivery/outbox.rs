@@ -19,6 +19,7 @@ use pgrx::prelude::*;
 
 use super::error::DeliveryError;
 use super::source::{Batch, Endpoint, Plan, Refused, Source};
+use crate::events::chain::Chain;
 use crate::settings::DeliverySettings;
 use crate::sinks::{self, Event};
 
@@ -222,6 +223,13 @@ fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
     let Some(endpoint) = read_endpoint() else {
         return Plan::Disabled;
     };
+    let key = match super::chain_key() {
+        Ok(key) => key,
+        Err(problem) => {
+            report_once(&problem);
+            return Plan::Disabled;
+        }
+    };
     internal(|| {
         Spi::connect(|client| {
             let Some(row) = client.select(CURSOR_SQL, Some(1), &[])?.into_iter().next() else {
@@ -229,6 +237,9 @@ fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
             };
             let last_xid: String = row.get(1)?.unwrap_or_default();
             let last_seq: i64 = row.get(2)?.unwrap_or(0);
+            let chain_hash: String = row
+                .get(3)?
+                .unwrap_or_else(|| crate::events::chain::GENESIS.to_owned());
             let horizon = horizon.to_string();
             let row_limit = settings.batch_events.max(MIN_ROWS_PER_READ);
             let query = READ_BATCH_SQL.replace("{row_limit}", &row_limit.to_string());
@@ -288,6 +299,21 @@ fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
                 return Ok(if waiting { Plan::Blocked } else { Plan::Idle });
             };
             let end = (last.xid, last.seq);
+            // Forwarded events are sealed into this database's hash chain, after the
+            // last delivered one: a resent batch is sealed the same way again.
+            let mut chain = Chain {
+                stream: chain_stream(),
+                prev: chain_hash,
+            };
+            for &i in &forward {
+                let event = &mut events[i];
+                if let Ok((sealed, hash)) = chain.seal(key.as_deref(), event.payload.as_bytes()) {
+                    if let Ok(sealed) = String::from_utf8(sealed) {
+                        event.payload = sealed;
+                        chain.prev = hash;
+                    }
+                }
+            }
             Ok(Plan::Deliver(
                 endpoint.clone(),
                 Batch {
@@ -295,6 +321,7 @@ fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
                     forward,
                     end,
                     full,
+                    chain_hash: chain.prev,
                 },
             ))
         })
@@ -336,8 +363,29 @@ fn acknowledge(batch: &Batch, delivered: i64, refused: &[Refused], status: Optio
                 (refused.len() as i64).into(),
                 status.map(i32::from).into(),
                 rate.into(),
+                batch.chain_hash.as_str().into(),
             ],
         )
+    });
+}
+
+/// This outbox's chain id: the server's system identifier and the database's oid.
+fn chain_stream() -> String {
+    // SAFETY: plain reads of process globals.
+    let (system, dboid) = unsafe { (pg_sys::GetSystemIdentifier(), pg_sys::MyDatabaseId.to_u32()) };
+    format!("outbox:{system}/{dboid}")
+}
+
+/// Logs a configuration problem once per distinct problem (the worker polls).
+fn report_once(problem: &str) {
+    thread_local! {
+        static REPORTED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    REPORTED.with(|r| {
+        if *r.borrow() != problem {
+            warning!("pgaudit_siem: delivery is paused: {problem}");
+            *r.borrow_mut() = problem.to_owned();
+        }
     });
 }
 

@@ -26,6 +26,7 @@ use pgrx::prelude::*;
 
 use super::source::{Batch, Endpoint, Plan, Refused, Source};
 use super::worker::{self, Worker};
+use crate::events::chain::Chain;
 use crate::events::spool;
 use crate::settings::{self, DeliverySettings};
 use crate::sinks::{self, Event, Origin};
@@ -51,10 +52,16 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
     BackgroundWorker::connect_worker_to_spi(None, None);
     // SAFETY: static C string.
     unsafe { pg_sys::pgstat_report_appname(c"pgaudit_siem session audit".as_ptr()) };
-    let acknowledged = spool::snapshot().shipped;
+    let snapshot = spool::snapshot();
+    let acknowledged = snapshot.shipped;
     let source = SpoolSource {
         reader: spool::Reader::after(acknowledged),
         acknowledged,
+        chain: Chain {
+            stream: stream_label(&snapshot),
+            prev: String::from_utf8_lossy(&snapshot.shipped_hash).into_owned(),
+        },
+        pending_bytes: 0,
         last_sync: Instant::now(),
         synced_from: 0,
         synced_below: 0,
@@ -70,6 +77,10 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
 struct SpoolSource {
     reader: spool::Reader,
     acknowledged: u64,
+    /// The hash chain, after record `acknowledged`.
+    chain: Chain,
+    /// Spool bytes of the batch in flight.
+    pending_bytes: u64,
     last_sync: Instant,
     /// Segments from this one on may hold unflushed records.
     synced_from: u64,
@@ -157,6 +168,13 @@ fn read_headers(path: &str) -> Result<Vec<(String, String)>, String> {
     Ok(headers)
 }
 
+/// The chain's id: the stream's.
+fn stream_label(snapshot: &spool::Snapshot) -> String {
+    uuid::Uuid::from_bytes(snapshot.stream_id)
+        .hyphenated()
+        .to_string()
+}
+
 /// The record's id, read from its fixed-size head.
 fn record_id(line: &str) -> String {
     line.get(7..43).unwrap_or_default().to_owned()
@@ -202,11 +220,22 @@ impl Source for SpoolSource {
                 }
             }
         }
-        if snapshot.shipped != self.acknowledged {
+        if snapshot.shipped != self.acknowledged || self.chain.stream != stream_label(&snapshot) {
             // The spool was rebuilt (a copy found, a crash restart): start over from it.
             self.acknowledged = snapshot.shipped;
             self.reader.rewind(self.acknowledged);
+            self.chain = Chain {
+                stream: stream_label(&snapshot),
+                prev: String::from_utf8_lossy(&snapshot.shipped_hash).into_owned(),
+            };
         }
+        let key = match super::chain_key() {
+            Ok(key) => key,
+            Err(problem) => {
+                self.report(Some(problem));
+                return Plan::Disabled;
+            }
+        };
         let records = match self.reader.read(
             self.synced_below,
             settings.batch_events,
@@ -226,6 +255,10 @@ impl Source for SpoolSource {
             || records.iter().map(|r| r.1.len()).sum::<usize>() >= settings.batch_bytes;
         let needs_time = endpoint.sink.needs_time();
         let oldest = records.first().map_or(0.0, |r| record_time(&r.1));
+        // Each record is sealed into the hash chain after the acknowledged one; a resent
+        // batch is sealed again from the same point, so it arrives byte for byte the same.
+        let mut chain = self.chain.clone();
+        let spool_bytes: u64 = records.iter().map(|r| r.1.len() as u64 + 1).sum();
         let events: Vec<Event> = records
             .into_iter()
             .map(|(sequence, payload)| {
@@ -234,6 +267,15 @@ impl Source for SpoolSource {
                     record_time(&payload)
                 } else {
                     0.0
+                };
+                let payload = match chain.seal(key.as_deref(), payload.as_bytes()) {
+                    Ok((sealed, hash)) => {
+                        chain.prev = hash;
+                        String::from_utf8(sealed).unwrap_or(payload)
+                    }
+                    // Not JSON (a damaged spool): shipped as it is, outside the chain,
+                    // which the verifier then reports.
+                    Err(_) => payload,
                 };
                 Event {
                     xid: 0,
@@ -245,6 +287,7 @@ impl Source for SpoolSource {
                 }
             })
             .collect();
+        self.pending_bytes = spool_bytes;
         spool::set_oldest_unshipped((oldest * 1e6) as i64);
         let forward = (0..events.len()).collect();
         Plan::Deliver(
@@ -254,6 +297,7 @@ impl Source for SpoolSource {
                 forward,
                 end: (0, last as i64),
                 full,
+                chain_hash: chain.prev,
             },
         )
     }
@@ -302,22 +346,31 @@ impl Source for SpoolSource {
             warning!("pgaudit_siem: {} session-audit records refused by the SIEM were written to {}/dead_letter.ndjson", refused.len(), spool::DIR);
         }
         let end = batch.end.1 as u64;
-        let bytes: u64 = batch
-            .events
-            .iter()
-            .map(|e| e.payload.len() as u64 + 1)
-            .sum();
-        match spool::acknowledge(end, bytes, refused.len() as u64, status) {
-            Ok(()) => self.acknowledged = end,
-            Err(e) => {
-                // The next start resends from the persisted position: duplicates, no loss.
-                warning!("pgaudit_siem: recording the shipped position failed: {e}");
-                self.acknowledged = end;
-            }
+        let bytes = std::mem::take(&mut self.pending_bytes);
+        let retention = settings::session_stream().retention;
+        let result = spool::acknowledge(
+            end,
+            &batch.chain_hash,
+            bytes,
+            refused.len() as u64,
+            status,
+            retention,
+        );
+        self.acknowledged = end;
+        self.chain.prev = batch.chain_hash.clone();
+        if let Err(e) = result {
+            // The next start resends from the persisted position: duplicates, no loss.
+            warning!("pgaudit_siem: recording the shipped position failed: {e}");
         }
     }
 
-    fn housekeeping(&mut self) {}
+    fn housekeeping(&mut self) {
+        // Shipped records leave the spool once session_audit_retention has passed, also
+        // while nothing new is shipped.
+        if let Err(e) = spool::remove_expired(settings::session_stream().retention) {
+            warning!("pgaudit_siem: removing expired session-audit segments failed: {e}");
+        }
+    }
 
     fn gone_reason(&self) -> &'static str {
         "the spool is gone"

@@ -47,6 +47,9 @@ pub struct Batch {
     pub end: (u64, i64),
     /// The read stopped at a size limit (more events are likely waiting).
     pub full: bool,
+    /// The hash chain after the batch's last forwarded event (`events::chain`), stored
+    /// with the cursor when the batch is acknowledged.
+    pub chain_hash: String,
 }
 
 /// An event the receiver refused for good.

@@ -2,6 +2,7 @@
 //! the session-audit stream) and delivery, which ships them. Nothing here imports a
 //! subsystem.
 //!
+//! - [`chain`]: the hash chain over shipped records (shared with the verifier).
 //! - [`envelope`]: the head every event document starts with (id, timestamp, event,
 //!   org, actor).
 //! - [`id`]: UUIDv7 ids, strictly increasing per backend.
@@ -11,6 +12,7 @@
 //! - [`order`]: outbox order keys and the per-database delivery horizon.
 //! - [`spool`]: the durable per-server spool of session-audit records.
 
+pub mod chain;
 pub mod envelope;
 pub mod id;
 pub mod json;

@@ -5,7 +5,7 @@
 //! - `<first sequence, 16 hex digits>.seg`: append-only segments, one JSON record per
 //!   line, in `sequence` order;
 //! - `identity`: the stream id and the (device, inode) of this directory;
-//! - `shipped`: the last sequence the SIEM acknowledged;
+//! - `shipped`: the last sequence the SIEM acknowledged and its chain hash;
 //! - `dead_letter.ndjson`: records the SIEM refused for good, with its answer.
 //!
 //! # Invariants
@@ -61,6 +61,8 @@ pub struct SpoolState {
     stream_id: [u8; 16],
     /// Shipper's view, for the statistics.
     shipped: u64,
+    /// The chain hash of the record `shipped` (hex), `events::chain::GENESIS` before any.
+    shipped_hash: [u8; 64],
     dead_lettered: u64,
     oldest_unshipped_micros: i64,
     last_http_status: i32,
@@ -85,6 +87,7 @@ impl Default for SpoolState {
             unshipped_bytes: 0,
             stream_id: [0; 16],
             shipped: 0,
+            shipped_hash: genesis(),
             dead_lettered: 0,
             oldest_unshipped_micros: 0,
             last_http_status: 0,
@@ -95,6 +98,26 @@ impl Default for SpoolState {
             overflow_since_micros: 0,
         }
     }
+}
+
+fn genesis() -> [u8; 64] {
+    let mut hash = [0u8; 64];
+    hash.copy_from_slice(super::chain::GENESIS.as_bytes());
+    hash
+}
+
+/// `shipped`'s contents: the sequence, then the chain hash of that record.
+fn parse_shipped(text: &str) -> (u64, [u8; 64]) {
+    let mut words = text.split_whitespace();
+    let sequence = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let mut hash = genesis();
+    if let Some(h) = words
+        .next()
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        hash.copy_from_slice(h.as_bytes());
+    }
+    (sequence, hash)
 }
 
 // SAFETY: plain old data (integers and byte arrays); no pointers.
@@ -255,10 +278,8 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
             id
         }
     };
-    let shipped: u64 = fs::read_to_string(shipped_path())
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
+    let (shipped, shipped_hash) =
+        parse_shipped(&fs::read_to_string(shipped_path()).unwrap_or_default());
     let list = segments();
     let mut total = 0u64;
     for first in &list {
@@ -294,8 +315,20 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
     state.segment = segment;
     state.segment_bytes = segment_bytes;
     state.total_bytes = total;
-    state.unshipped_bytes = total;
+    // Segments whose records are all shipped (kept for session_audit_retention) do not
+    // count against the spool's limit; the one holding the shipped position does, whole.
+    let retained: u64 = list
+        .windows(2)
+        .filter(|w| w[1] <= shipped + 1)
+        .map(|w| {
+            fs::metadata(segment_path(w[0]))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    state.unshipped_bytes = total.saturating_sub(retained);
     state.shipped = shipped;
+    state.shipped_hash = shipped_hash;
     state.ready = true;
     state.broken_since = 0;
     Ok(())
@@ -521,6 +554,8 @@ pub struct Snapshot {
     pub total_bytes: u64,
     pub unshipped_bytes: u64,
     pub shipped: u64,
+    /// The chain hash of record `shipped`.
+    pub shipped_hash: [u8; 64],
     pub dead_lettered: u64,
     pub fallbacks: u64,
     pub oldest_unshipped_micros: i64,
@@ -538,6 +573,7 @@ pub fn snapshot() -> Snapshot {
         total_bytes: state.total_bytes,
         unshipped_bytes: state.unshipped_bytes,
         shipped: state.shipped,
+        shipped_hash: state.shipped_hash,
         dead_lettered: state.dead_lettered,
         fallbacks: state.fallbacks,
         oldest_unshipped_micros: state.oldest_unshipped_micros,
@@ -557,21 +593,25 @@ pub fn last_error() -> Option<String> {
 }
 
 /// The shipper acknowledged everything up to `sequence`: persists it and deletes the
-/// segments whose records are all acknowledged.
+/// segments whose records are all acknowledged and older than `retention`.
 /// `bytes`: the size of the acknowledged records in the spool (lines and newlines).
 pub fn acknowledge(
     sequence: u64,
+    hash: &str,
     bytes: u64,
     dead: u64,
     status: Option<u16>,
+    retention: std::time::Duration,
 ) -> std::io::Result<()> {
     // Memory first: a failure to persist the position only means duplicates after a
     // restart, never a batch resent forever.
     let temporary = Path::new(DIR).join("shipped.tmp");
-    let persisted = fs::write(&temporary, format!("{sequence}\n"))
+    let persisted = fs::write(&temporary, format!("{sequence} {hash}\n"))
         .and_then(|()| fs::rename(&temporary, shipped_path()));
+    let (_, hash) = parse_shipped(&format!("0 {hash}"));
     let mut state = SPOOL.exclusive();
     state.shipped = sequence;
+    state.shipped_hash = hash;
     state.unshipped_bytes = state.unshipped_bytes.saturating_sub(bytes);
     state.dead_lettered += dead;
     state.oldest_unshipped_micros = 0;
@@ -579,18 +619,36 @@ pub fn acknowledge(
         state.last_http_status = i32::from(status);
     }
     state.last_error_len = 0;
-    let current = state.segment;
     drop(state);
     persisted?;
+    remove_expired(retention)
+}
+
+/// Deletes segments whose records were all shipped and whose last write is older than
+/// `retention` (`session_audit_log()` reads the others); never the segment being
+/// written.
+pub fn remove_expired(retention: std::time::Duration) -> std::io::Result<()> {
+    let (current, shipped) = {
+        let state = SPOOL.share();
+        (state.segment, state.shipped)
+    };
     let list = segments();
+    let now = std::time::SystemTime::now();
     let mut freed = 0u64;
     for window in list.windows(2) {
         let (first, next) = (window[0], window[1]);
-        // Every record of `first` is below `next`; the segment being written stays.
-        if next <= sequence + 1 && first != current {
-            freed += fs::metadata(segment_path(first))
-                .map(|m| m.len())
-                .unwrap_or(0);
+        // Every record of `first` is below `next`.
+        if next > shipped + 1 || first == current {
+            continue;
+        }
+        let meta = fs::metadata(segment_path(first))?;
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if age >= retention {
+            freed += meta.len();
             fs::remove_file(segment_path(first))?;
         }
     }

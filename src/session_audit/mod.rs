@@ -10,6 +10,7 @@
 //! - [`error`]: pgAudit's own internal-error messages.
 //! - [`event_triggers`]: the DDL event triggers created by `CREATE EXTENSION`.
 //! - [`trail`]: connection and failed-statement records of the stream.
+//! - [`log`]: `session_audit_log()`, the records the spool holds, in SQL.
 //!
 //! The `pgaudit.log` grammar lives with the settings (`settings::log_classes`).
 //! Everything is gated by `pgaudit.featureEnabled`: when it is off, the subscriber only
@@ -19,6 +20,7 @@ pub mod emit;
 pub mod error;
 pub mod event_triggers;
 pub mod format;
+pub mod log;
 pub mod nesting;
 pub mod record;
 pub mod relations;

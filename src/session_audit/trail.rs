@@ -146,12 +146,12 @@ unsafe extern "C-unwind" fn at_backend_exit(_code: c_int, _arg: pg_sys::Datum) {
     }
     guarded(|| {
         let connection = port::current().unwrap_or_default();
-        let seconds = (time::now_unix_micros() - connected_at) as f64 / 1e6;
+        // Integers only: records are canonicalised (RFC 8785) for the hash chain.
+        let micros = (time::now_unix_micros() - connected_at).max(0);
         let statements = STATEMENTS.with(Cell::get);
         spool_connection("disconnect", &connection, |tail| {
             tail.extend_from_slice(
-                format!(",\"duration_seconds\":{seconds:.6},\"statements\":{statements}")
-                    .as_bytes(),
+                format!(",\"duration_us\":{micros},\"statements\":{statements}").as_bytes(),
             );
         });
     });

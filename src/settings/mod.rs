@@ -101,6 +101,8 @@ static SESSION_AUDIT_FORMAT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"ndjson"));
 static SESSION_AUDIT_HEADERS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+/// `pgaudit_siem.chain_key_file`: the HMAC key of the hash chain (empty: plain SHA-256).
+static CHAIN_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static SESSION_AUDIT_SERVER_LOG: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `pgaudit_siem.log_connections`: connection, failed-authentication and disconnection
 /// records in the session-audit stream.
@@ -108,6 +110,9 @@ static LOG_CONNECTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static SESSION_AUDIT_SPOOL_MAX_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static SESSION_AUDIT_SEGMENT_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
 static SESSION_AUDIT_SYNC_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(200);
+/// `pgaudit_siem.session_audit_retention` (minutes): shipped records kept for
+/// `session_audit_log()`.
+static SESSION_AUDIT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 60);
 /// `pgaudit_siem.delivery_ca_file`: PEM CA bundle trusted instead of the built-in roots.
 static DELIVERY_CA_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
@@ -345,6 +350,14 @@ fn init_session_audit_stream() {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
+    GucRegistry::define_string_guc(
+        c"pgaudit_siem.chain_key_file",
+        c"File holding the HMAC-SHA256 key of the records' hash chain (readable by the server's OS user only); empty: plain SHA-256.",
+        c"",
+        &CHAIN_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_bool_guc(
         c"pgaudit_siem.log_connections",
         c"Records connections, failed authentications and disconnections in the session-audit stream.",
@@ -361,10 +374,11 @@ fn init_session_audit_stream() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    let ints: [(&CStr, &CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 3] = [
+    let ints: [(&CStr, &CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 4] = [
         (c"pgaudit_siem.session_audit_spool_max_size", c"Most unshipped session-audit records kept in the spool; beyond it records go to the server log.", &SESSION_AUDIT_SPOOL_MAX_SIZE, 1, 1024 * 1024, GucFlags::UNIT_MB),
         (c"pgaudit_siem.session_audit_segment_size", c"Size of one spool segment file.", &SESSION_AUDIT_SEGMENT_SIZE, 1, 1024, GucFlags::UNIT_MB),
         (c"pgaudit_siem.session_audit_sync_interval", c"How often the shipper flushes the spool to disk: what an operating-system crash may lose at most.", &SESSION_AUDIT_SYNC_INTERVAL, 10, 60_000, GucFlags::UNIT_MS),
+        (c"pgaudit_siem.session_audit_retention", c"How long shipped session-audit records stay in the spool for pgaudit_siem.session_audit_log(); 0 removes them once shipped.", &SESSION_AUDIT_RETENTION, 0, 365 * 24 * 60, GucFlags::UNIT_MIN),
     ];
     for (name, description, setting, min, max, flags) in ints {
         GucRegistry::define_int_guc(
@@ -914,6 +928,7 @@ pub struct SessionStreamSettings {
     pub spool_max_bytes: u64,
     pub segment_bytes: u64,
     pub sync_interval: std::time::Duration,
+    pub retention: std::time::Duration,
 }
 
 /// Whether connection records go to the stream (`log_connections` and a stream URL).
@@ -944,6 +959,11 @@ pub fn session_stream_server_log() -> bool {
     fast_bool(&SESSION_AUDIT_SERVER_LOG)
 }
 
+/// `pgaudit_siem.chain_key_file` (empty when unset).
+pub fn chain_key_file() -> String {
+    text_setting(&CHAIN_KEY_FILE)
+}
+
 pub fn session_stream() -> SessionStreamSettings {
     let mb = |s: &GucSetting<i32>| s.get().max(1) as u64 * 1024 * 1024;
     SessionStreamSettings {
@@ -955,6 +975,7 @@ pub fn session_stream() -> SessionStreamSettings {
         sync_interval: std::time::Duration::from_millis(
             SESSION_AUDIT_SYNC_INTERVAL.get().max(10) as u64
         ),
+        retention: std::time::Duration::from_secs(SESSION_AUDIT_RETENTION.get().max(0) as u64 * 60),
     }
 }
 

@@ -691,3 +691,19 @@ impl Cluster {
         );
     }
 }
+
+/// Gives `path` to the server's OS user (servers run as `postgres` when the tests run as
+/// root) with `mode`: how key and header files must be for the server to accept them.
+pub fn server_owned(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let status = std::process::Command::new("chown")
+            .arg("postgres:")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}

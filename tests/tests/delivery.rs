@@ -90,12 +90,13 @@ fn every_format_delivers_the_outbox_payloads() {
     ];
     let mut next: i32 = 0;
     for (format, path) in formats {
+        // Counted before configure(): the worker may deliver its settings event at once.
+        let before = receiver.event_count();
         c.execute(
             "SELECT pgaudit_siem.configure($1, '{\"Authorization\": \"Bearer s3cret-token\"}', NULL, $2)",
             &[&receiver.url(path), &format],
         )
         .unwrap();
-        let before = receiver.event_count();
         // Three transactions, the last with two statements.
         for _ in 0..2 {
             c.execute("INSERT INTO t VALUES ($1)", &[&next]).unwrap();
@@ -136,7 +137,16 @@ fn every_format_delivers_the_outbox_payloads() {
             .iter()
             .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
             .collect();
-        let got_events: Vec<Value> = got.iter().map(|r| r.event.clone()).collect();
+        // Each carries its link in this database's hash chain (events::chain).
+        let got_events: Vec<Value> = got
+            .iter()
+            .map(|r| {
+                let mut event = r.event.clone();
+                let chain = event.as_object_mut().unwrap().remove("chain");
+                assert_eq!(chain.unwrap()["alg"], "sha256", "{format}");
+                event
+            })
+            .collect();
         assert_eq!(got_events, expected, "{format}");
         // The first settings event of the round is this configure() (the first round
         // also delivers setup's track event before it).
@@ -207,6 +217,25 @@ fn every_format_delivers_the_outbox_payloads() {
         last.headers
     );
     assert_eq!(last.event["changes"]["data_after"][0]["n"], 104);
+    // What the SIEM holds, whatever the format it came in, is one whole chain.
+    let export = cluster.dir().join("export.ndjson");
+    let text: String = receiver
+        .events()
+        .iter()
+        .map(|r| format!("{}\n", r.event))
+        .collect();
+    std::fs::write(&export, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgaudit_siem_verify"))
+        .arg(&export)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.contains("whole")).count(),
+        1,
+        "{report}"
+    );
 }
 
 #[test]

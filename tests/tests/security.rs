@@ -8,7 +8,9 @@ use std::time::Duration;
 use pgaudit_siem_tests::postgres::error::SqlState;
 use pgaudit_siem_tests::postgres::Client;
 use pgaudit_siem_tests::receiver::Receiver;
-use pgaudit_siem_tests::{assert_stays, audit_lines, wait_until, Cluster, ClusterBuilder};
+use pgaudit_siem_tests::{
+    assert_stays, audit_lines, server_owned, wait_until, Cluster, ClusterBuilder,
+};
 use serde_json::Value;
 
 fn builder(name: &str) -> ClusterBuilder {
@@ -1354,22 +1356,6 @@ fn attached_and_detached_partitions_are_captured_and_the_siem_is_told() {
         .collect();
     assert_eq!(attached, ["m1", "m2", "m2a"]);
     cluster.assert_no_crash();
-}
-
-/// Gives `path` to the server's OS user (the harness runs servers as `postgres` when the
-/// tests run as root) with `mode`.
-fn server_owned(path: &std::path::Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        let status = std::process::Command::new("chown")
-            .arg("postgres:")
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
 }
 
 #[test]

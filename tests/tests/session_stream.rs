@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use pgaudit_siem_tests::receiver::{Faults, Receiver};
-use pgaudit_siem_tests::{audit_lines, wait_until, Cluster, ClusterBuilder};
+use pgaudit_siem_tests::{audit_lines, server_owned, wait_until, Cluster, ClusterBuilder};
 use serde_json::Value;
 
 fn builder(name: &str, receiver: &Receiver) -> ClusterBuilder {
@@ -532,12 +532,7 @@ fn connections_and_failed_logins_are_records_without_passwords() {
         disconnect["connection"]["statements"].as_u64().unwrap() >= 2,
         "{disconnect}"
     );
-    assert!(
-        disconnect["connection"]["duration_seconds"]
-            .as_f64()
-            .unwrap()
-            > 0.0
-    );
+    assert!(disconnect["connection"]["duration_us"].as_u64().unwrap() > 0);
     assert_eq!(disconnect["session"]["session_user"], "bob");
     let failures: Vec<(String, String, String)> = records_of(&receiver, "authentication_failed")
         .iter()
@@ -672,5 +667,293 @@ fn failed_statements_of_audited_sessions_are_error_records() {
     );
     assert!(!everything.contains("division by zero"));
     assert_gapless(&receiver);
+    cluster.assert_no_crash();
+}
+
+/// Runs the shipped verifier: (exit status, its report).
+fn verify(args: &[&std::path::Path]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgaudit_siem_verify"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn the_hash_chain_verifies_and_names_each_tampered_record() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let key = std::env::temp_dir().join(format!("pgaudit_siem-chain-key-{}", std::process::id()));
+    std::fs::write(&key, "0123456789abcdef-chain-key\n").unwrap();
+    server_owned(&key, 0o600);
+    let cluster = builder("stream-chain", &receiver)
+        .setting(
+            "pgaudit_siem.chain_key_file",
+            &format!("'{}'", key.display()),
+        )
+        .start();
+    let mut c = cluster.connect();
+    c.batch_execute("CREATE TABLE t (x int)").unwrap();
+    for i in 0..12 {
+        c.batch_execute(&format!("INSERT INTO t VALUES ({i})"))
+            .unwrap();
+    }
+    wait_until("thirteen records", Duration::from_secs(30), || {
+        audit_records(&receiver).len() >= 13
+    });
+    // The export, as received (arrival order).
+    let lines: Vec<Value> = receiver
+        .events()
+        .iter()
+        .filter(|r| r.event["event"]["category"] == "session_audit")
+        .map(|r| r.event.clone())
+        .collect();
+    assert!(
+        lines.iter().all(|r| r["chain"]["alg"] == "hmac-sha256"),
+        "{lines:#?}"
+    );
+    let dir = cluster.dir().join("exports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, records: &[Value], tail: &str| -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut text: String = records.iter().map(|r| format!("{r}\n")).collect();
+        text.push_str(tail);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let seq = |i: usize| format!("sequence {}", lines[i]["sequence"]);
+    let untouched = write("untouched.ndjson", &lines, "");
+    let (code, report) = verify(&[std::path::Path::new("--key"), &key, &untouched]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("whole"), "{report}");
+    // Keyed records need the key; a wrong key makes every record fail.
+    assert_eq!(verify(&[&untouched]).0, 2);
+    let wrong = dir.join("wrong.key");
+    std::fs::write(&wrong, "another-key-of-enough-length").unwrap();
+    assert_eq!(
+        verify(&[std::path::Path::new("--key"), &wrong, &untouched]).0,
+        1
+    );
+    let check = |name: &str, records: Vec<Value>, tail: &str, expected: &[&str]| {
+        let path = write(name, &records, tail);
+        let (code, report) = verify(&[std::path::Path::new("--key"), &key, &path]);
+        assert_eq!(code, 1, "{name}: {report}");
+        let found = report
+            .lines()
+            .any(|l| expected.iter().all(|e| l.contains(e)));
+        assert!(found, "{name}: expected {expected:?} in\n{report}");
+    };
+    // Deleted.
+    let mut deleted = lines.clone();
+    deleted.remove(4);
+    check("deleted.ndjson", deleted, "", &["missing", &seq(5)]);
+    // One byte altered.
+    let mut altered = lines.clone();
+    let text = altered[6]["line"]
+        .as_str()
+        .unwrap()
+        .replacen("INSERT", "INSERX", 1);
+    altered[6]["line"] = text.into();
+    check("altered.ndjson", altered, "", &["altered", &seq(6)]);
+    // Two swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    check(
+        "swapped.ndjson",
+        swapped,
+        "",
+        &["reordered", &seq(3), &seq(2)],
+    );
+    // One inserted: a forger copies a record's chain position without the key.
+    let mut inserted = lines.clone();
+    let mut forged = lines[7].clone();
+    forged["line"] = "SESSION,99,1,WRITE,DELETE,,,DELETE FROM t,<none>".into();
+    forged["sequence"] = 9999.into();
+    forged["chain"]["prev"] = lines[7]["chain"]["hash"].clone();
+    forged["chain"]["hash"] = "ab".repeat(32).into();
+    inserted.insert(8, forged);
+    check(
+        "inserted.ndjson",
+        inserted,
+        "",
+        &["inserted", "sequence 9999"],
+    );
+    // A truncated tail.
+    let whole = lines[lines.len() - 1].to_string();
+    check(
+        "truncated.ndjson",
+        lines[..lines.len() - 1].to_vec(),
+        &whole[..whole.len() / 2],
+        &["truncated"],
+    );
+    // An exact redelivery is no problem: it is counted.
+    let mut redelivered = lines.clone();
+    redelivered.insert(5, lines[4].clone());
+    let path = write("redelivered.ndjson", &redelivered, "");
+    let (code, report) = verify(&[std::path::Path::new("--key"), &key, &path]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("(1 exact duplicates)"), "{report}");
+    // The chain continues across a restart.
+    let mut cluster = cluster;
+    drop(c);
+    cluster.restart();
+    cluster
+        .connect()
+        .batch_execute("SELECT 'after restart'")
+        .unwrap();
+    wait_until(
+        "the record after the restart",
+        Duration::from_secs(30),
+        || {
+            audit_records(&receiver).iter().any(|r| {
+                r["line"]
+                    .as_str()
+                    .is_some_and(|l| l.contains("after restart"))
+            })
+        },
+    );
+    let all: Vec<Value> = receiver
+        .events()
+        .iter()
+        .filter(|r| r.event["event"]["category"] == "session_audit")
+        .map(|r| r.event.clone())
+        .collect();
+    let path = write("restarted.ndjson", &all, "");
+    let (code, report) = verify(&[std::path::Path::new("--key"), &key, &path]);
+    assert_eq!(code, 0, "{report}");
+    let _ = std::fs::remove_file(&key);
+    cluster.assert_no_crash();
+}
+
+#[test]
+fn session_audit_log_returns_the_spools_records_by_privilege() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-sql-log", &receiver).start();
+    let mut su = cluster.connect();
+    su.batch_execute(
+        "CREATE EXTENSION pgaudit_siem; CREATE ROLE auditor LOGIN; GRANT pgaudit_admin TO auditor;
+         CREATE ROLE app_user LOGIN; CREATE TABLE t (x int); GRANT ALL ON t TO app_user",
+    )
+    .unwrap();
+    let since: String = su.query_one("SELECT now()::text", &[]).unwrap().get(0);
+    su.batch_execute("SELECT 'by the superuser'").unwrap();
+    let mut app = cluster.connect_as("postgres", "app_user");
+    app.batch_execute("INSERT INTO t VALUES (1); SELECT 'by app_user'")
+        .unwrap();
+    let mut auditor = cluster.connect_as("postgres", "auditor");
+    // Shipped records stay readable (session_audit_retention).
+    wait_until("the workload shipped", Duration::from_secs(30), || {
+        audit_records(&receiver).iter().any(|r| {
+            r["line"]
+                .as_str()
+                .is_some_and(|l| l.contains("by app_user"))
+        })
+    });
+    let read = |c: &mut pgaudit_siem_tests::postgres::Client| -> Vec<(i64, String, String)> {
+        c.query(
+            "SELECT sequence, login_role, coalesce(statement, '') FROM pgaudit_siem.session_audit_log($1::text::timestamptz)",
+            &[&since],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    let all = read(&mut su);
+    let sequences: Vec<i64> = all.iter().map(|r| r.0).collect();
+    let mut sorted_sequences = sequences.clone();
+    sorted_sequences.sort();
+    assert_eq!(sequences, sorted_sequences, "in order");
+    assert!(
+        all.iter()
+            .any(|r| r.1 == "postgres" && r.2.contains("by the superuser")),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter()
+            .any(|r| r.1 == "app_user" && r.2.contains("by app_user")),
+        "{all:#?}"
+    );
+    // The same records as the SIEM got, by sequence.
+    let (shipped, _) = records(&receiver);
+    for (sequence, _, statement) in &all {
+        let record = &shipped[&(*sequence as u64)];
+        assert_eq!(
+            record["audit"]["statement"].as_str().unwrap_or(""),
+            statement.as_str()
+        );
+    }
+    let seen_by_admin = read(&mut auditor);
+    assert!(seen_by_admin.iter().any(|r| r.2.contains("by app_user")));
+    assert!(
+        !seen_by_admin.iter().any(|r| r.1 == "postgres"),
+        "an admin sees superusers' sessions: {seen_by_admin:#?}"
+    );
+    // The record column is the whole record.
+    let record: Value = auditor
+        .query_one(
+            "SELECT record::text::json FROM pgaudit_siem.session_audit_log($1::text::timestamptz) WHERE statement LIKE '%by app_user%' LIMIT 1",
+            &[&since],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(record["session"]["session_user"], "app_user");
+    let err = app
+        .query(
+            "SELECT * FROM pgaudit_siem.session_audit_log(now() - interval '1 hour')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&pgaudit_siem_tests::postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    cluster.assert_no_crash();
+}
+
+#[test]
+fn shipped_records_leave_the_spool_after_the_retention() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-retention", &receiver)
+        .setting("pgaudit_siem.session_audit_segment_size", "'1MB'")
+        .setting("pgaudit_siem.session_audit_retention", "0")
+        .start();
+    let mut su = cluster.connect();
+    su.batch_execute("CREATE EXTENSION pgaudit_siem").unwrap();
+    // Over a megabyte of records: the spool rotates segments.
+    for i in 0..40 {
+        let statements: String = (0..50)
+            .map(|j| format!("SELECT {i} * 1000 + {j};"))
+            .collect();
+        su.batch_execute(&statements).unwrap();
+    }
+    let spool = cluster.data_dir().join("pgaudit_siem_spool");
+    let segments = || {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            })
+            .count()
+    };
+    wait_until(
+        "everything shipped and old segments removed",
+        Duration::from_secs(60),
+        || {
+            let (shipped, _) = records(&receiver);
+            shipped.len() >= 2000 && segments() == 1
+        },
+    );
+    let first: i64 = su
+        .query_one(
+            "SELECT min(sequence) FROM pgaudit_siem.session_audit_log(now() - interval '1 hour')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(first > 1, "the first segment's records are still there");
     cluster.assert_no_crash();
 }
