@@ -32,3 +32,10 @@ echo "== pgAudit compatibility (differential) tests =="
 # The corpus prints its "N/M identical" summary and any diffs.
 cargo test -p pgaudit_compat --test corpus -- --nocapture
 cargo test -p pgaudit_compat --test settings --test extended_protocol --test deviations --test errors
+
+echo "== Debian package (build, apt install on a clean root, use) =="
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/package-test.sh
+else
+  echo "skipped: scripts/package-test.sh installs into the system's PostgreSQL and needs root"
+fi

@@ -1,15 +1,34 @@
 -- Change capture: the tracked-table registry, the transactional outbox, track()/untrack(),
 -- partition and DDL upkeep. Included by src/change_capture/mod.rs (extension_sql_file!).
 
--- Which tables are tracked. Trigger arguments carry the same configuration.
+-- Which tables are tracked. A dump carries the table by name (regclass) and the excluded
+-- columns by name: OIDs and attribute numbers change in a restore.
 CREATE TABLE pgaudit_siem.tracked (
-    relid oid PRIMARY KEY,
+    relid regclass PRIMARY KEY,
     category text NOT NULL,
-    -- Excluded columns by attribute number of this table: they follow a renamed column.
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    -- Excluded columns by name: what the capture triggers exclude. Refreshed from
+    -- exclude_attnums after every ALTER TABLE of the table (_sync_partitions).
+    exclude_columns text[] NOT NULL DEFAULT '{}',
     tracked_by name NOT NULL DEFAULT current_user,
-    tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- The same columns by attribute number: they follow a renamed column.
+    exclude_attnums int2[] NOT NULL DEFAULT '{}'
 );
+
+-- A registration arriving by INSERT (track(), or a restore's COPY) takes its attribute
+-- numbers from the names, which are the part a dump keeps.
+CREATE FUNCTION pgaudit_siem._tracked_attnums_from_names() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    NEW.exclude_attnums := ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                  WHERE a.attrelid = NEW.relid AND a.attname = ANY (NEW.exclude_columns)
+                                    AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
+    RETURN NEW;
+END
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem._tracked_attnums_from_names() FROM PUBLIC;
+CREATE TRIGGER tracked_attnums_from_names BEFORE INSERT ON pgaudit_siem.tracked
+    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._tracked_attnums_from_names();
 
 -- The order key of the current transaction's events (src/events/order.rs): its id, or
 -- the delivery horizon if that is later; registers the transaction as a writer of this
@@ -44,6 +63,11 @@ ALTER TABLE pgaudit_siem.outbox ALTER COLUMN payload SET COMPRESSION lz4;
 CREATE INDEX outbox_created ON pgaudit_siem.outbox USING brin (created_at);
 
 REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox FROM PUBLIC;
+
+-- pg_dump keeps the registry and the events (delivered ones until their retention ends):
+-- events in delivery order, which a restore re-keys in (see _restore_outbox_event).
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.tracked', '');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox', 'WHERE true ORDER BY xid, seq');
 GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
 
 
@@ -86,7 +110,7 @@ GRANT EXECUTE ON FUNCTION pgaudit_siem._column_names(oid, int2[]) TO pgaudit_adm
 
 CREATE VIEW pgaudit_siem.tracked_tables AS
     SELECT t.relid::pg_catalog.regclass AS table_name, t.category,
-           pgaudit_siem._column_names(t.relid, t.exclude_attnums) AS exclude_columns, t.tracked_by, t.tracked_at
+           t.exclude_columns, t.tracked_by, t.tracked_at
       FROM pgaudit_siem.tracked t;
 REVOKE ALL ON pgaudit_siem.tracked_tables FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.tracked_tables TO pgaudit_admin;
@@ -225,9 +249,10 @@ BEGIN
         END IF;
     END IF;
     SELECT pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums) INTO previous FROM pgaudit_siem.tracked t WHERE t.relid = tbl;
-    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_attnums, tracked_by)
-         VALUES (tbl, cat, excluded_attnums, (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
-    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_attnums = excluded.exclude_attnums,
+    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_columns, tracked_by)
+         VALUES (tbl, cat, pgaudit_siem._column_names(tbl, excluded_attnums), (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
+    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_columns = excluded.exclude_columns,
+                                      exclude_attnums = excluded.exclude_attnums,
                                       tracked_by = excluded.tracked_by, tracked_at = pg_catalog.now();
     -- The table itself, plus every partition below it (pg_partition_tree is empty for plain tables).
     FOR part IN SELECT tbl::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(tbl) LOOP
@@ -297,7 +322,11 @@ BEGIN
                     UNION SELECT cmd.objid LOOP
             FOR root IN SELECT tr.relid, tr.category, tr.exclude_attnums FROM pgaudit_siem.tracked tr
                          WHERE tr.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(part.relid) WHERE relid <> part.relid) LOOP
-                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
+                -- A root without its own triggers is being restored (pg_dump creates the
+                -- triggers after the constraints, whose ALTER TABLE lands here): the dump
+                -- brings the partition's triggers too.
+                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
+                   AND EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = root.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
                     PERFORM pgaudit_siem._install_triggers(part.relid, root.category,
                                                            pgaudit_siem._partition_attnums(root.relid, part.relid, root.exclude_attnums));
                     PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'track_partition', part.relid,
@@ -312,6 +341,9 @@ BEGIN
         -- renamed or rewritten): the SIEM sees what its events contain from now on.
         SELECT tr.relid, tr.category, tr.exclude_attnums INTO t FROM pgaudit_siem.tracked tr WHERE tr.relid = cmd.objid;
         IF FOUND AND cmd.command_tag = 'ALTER TABLE' THEN
+            -- Renamed or dropped excluded columns: the names follow the attribute numbers.
+            UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
+             WHERE tr.relid = cmd.objid AND tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
             PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
                 (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
                 (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),

@@ -120,34 +120,61 @@ BEGIN
 END
 $$;
 
-CREATE SCHEMA aiven_extras;
-REVOKE ALL ON SCHEMA aiven_extras FROM PUBLIC;
-GRANT USAGE ON SCHEMA aiven_extras TO pgaudit_admin;
-
-CREATE FUNCTION aiven_extras.set_pgaudit_parameter(parameter text, database text, value text)
-    RETURNS text
-    LANGUAGE sql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, NULL, database, value, 'database') $f$;
-
-CREATE FUNCTION aiven_extras.set_pgaudit_role_parameter(parameter text, role text, value text)
-    RETURNS text
-    LANGUAGE sql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, role, NULL, value, 'role') $f$;
-
-CREATE FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(parameter text, role text, database text, value text)
-    RETURNS text
-    LANGUAGE sql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $f$ SELECT pgaudit_siem.apply_delegated_setting(parameter, role, database, value, 'role in database') $f$;
-
-REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_parameter(text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_role_parameter(text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(text, text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_parameter(text, text, text) TO pgaudit_admin;
-GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_parameter(text, text, text) TO pgaudit_admin;
-GRANT EXECUTE ON FUNCTION aiven_extras.set_pgaudit_role_in_database_parameter(text, text, text, text) TO pgaudit_admin;
+DO $do$
+DECLARE
+    wrapper record;
+    schema_owner name;
+    owner_is_superuser boolean;
+    schema_of_extension boolean;
+    existing regprocedure;
+BEGIN
+    SELECT r.rolname, r.rolsuper,
+           EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname = 'aiven_extras' AND e.extnamespace = n.oid)
+      INTO schema_owner, owner_is_superuser, schema_of_extension
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+     WHERE n.nspname = 'aiven_extras';
+    IF FOUND AND NOT owner_is_superuser AND NOT schema_of_extension THEN
+        RAISE EXCEPTION 'schema "aiven_extras" is owned by role "%", which is not a superuser', schema_owner
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Its owner could drop or replace the delegated-configuration functions pgaudit_siem puts there.',
+                  HINT = 'Give the schema to a superuser (ALTER SCHEMA aiven_extras OWNER TO postgres) or drop it, then create the extension again.';
+    END IF;
+    IF NOT FOUND THEN
+        CREATE SCHEMA aiven_extras;
+        -- Only the functions below are meant for callers; USAGE lets pgaudit_admin reach them.
+        REVOKE ALL ON SCHEMA aiven_extras FROM PUBLIC;
+    END IF;
+    GRANT USAGE ON SCHEMA aiven_extras TO pgaudit_admin;
+    FOR wrapper IN
+        SELECT * FROM (VALUES
+            ('set_pgaudit_parameter', 'parameter text, database text, value text', 'text, text, text',
+             $$parameter, NULL, database, value, 'database'$$),
+            ('set_pgaudit_role_parameter', 'parameter text, role text, value text', 'text, text, text',
+             $$parameter, role, NULL, value, 'role'$$),
+            ('set_pgaudit_role_in_database_parameter', 'parameter text, role text, database text, value text',
+             'text, text, text, text', $$parameter, role, database, value, 'role in database'$$)
+        ) AS w(name, params, types, call)
+    LOOP
+        existing := pg_catalog.to_regprocedure(pg_catalog.format('aiven_extras.%s(%s)', wrapper.name, wrapper.types));
+        IF existing IS NOT NULL THEN
+            CONTINUE WHEN EXISTS (SELECT FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+                                   WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = existing
+                                     AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                                     AND d.deptype = 'e' AND e.extname IN ('aiven_extras', 'pgaudit_siem'));
+            RAISE EXCEPTION 'function % already exists and is not part of the aiven_extras extension', existing
+                USING ERRCODE = 'duplicate_function',
+                      HINT = 'Drop it (pgaudit_siem creates the delegated-configuration functions itself), then create the extension again.';
+        END IF;
+        EXECUTE pg_catalog.format(
+            'CREATE FUNCTION aiven_extras.%s(%s) RETURNS text LANGUAGE sql VOLATILE SECURITY DEFINER '
+            'SET search_path = pg_catalog, pg_temp '
+            'AS $f$ SELECT pgaudit_siem.apply_delegated_setting(%s) $f$',
+            wrapper.name, wrapper.params, wrapper.call);
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION aiven_extras.%s(%s) FROM PUBLIC', wrapper.name, wrapper.types);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION aiven_extras.%s(%s) TO pgaudit_admin', wrapper.name, wrapper.types);
+    END LOOP;
+END
+$do$;
 REVOKE ALL ON FUNCTION pgaudit_siem.apply_delegated_setting(text, text, text, text, text) FROM PUBLIC;
 
 CREATE  FUNCTION "session_audit_log"(
@@ -175,13 +202,29 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'uuid_v7_wrapper';
 
 CREATE TABLE pgaudit_siem.tracked (
-    relid oid PRIMARY KEY,
+    relid regclass PRIMARY KEY,
     category text NOT NULL,
-    -- Excluded columns by attribute number of this table: they follow a renamed column.
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    -- Excluded columns by name: what the capture triggers exclude. Refreshed from
+    -- exclude_attnums after every ALTER TABLE of the table (_sync_partitions).
+    exclude_columns text[] NOT NULL DEFAULT '{}',
     tracked_by name NOT NULL DEFAULT current_user,
-    tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- The same columns by attribute number: they follow a renamed column.
+    exclude_attnums int2[] NOT NULL DEFAULT '{}'
 );
+
+CREATE FUNCTION pgaudit_siem._tracked_attnums_from_names() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    NEW.exclude_attnums := ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                  WHERE a.attrelid = NEW.relid AND a.attname = ANY (NEW.exclude_columns)
+                                    AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
+    RETURN NEW;
+END
+$f$;
+REVOKE ALL ON FUNCTION pgaudit_siem._tracked_attnums_from_names() FROM PUBLIC;
+CREATE TRIGGER tracked_attnums_from_names BEFORE INSERT ON pgaudit_siem.tracked
+    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._tracked_attnums_from_names();
 
 CREATE FUNCTION pgaudit_siem._outbox_key() RETURNS xid8
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'pgaudit_siem_outbox_key';
@@ -207,6 +250,9 @@ ALTER TABLE pgaudit_siem.outbox ALTER COLUMN payload SET COMPRESSION lz4;
 CREATE INDEX outbox_created ON pgaudit_siem.outbox USING brin (created_at);
 
 REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.tracked', '');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox', 'WHERE true ORDER BY xid, seq');
 GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
 
 CREATE FUNCTION pgaudit_siem.capture_changes() RETURNS trigger
@@ -243,7 +289,7 @@ GRANT EXECUTE ON FUNCTION pgaudit_siem._column_names(oid, int2[]) TO pgaudit_adm
 
 CREATE VIEW pgaudit_siem.tracked_tables AS
     SELECT t.relid::pg_catalog.regclass AS table_name, t.category,
-           pgaudit_siem._column_names(t.relid, t.exclude_attnums) AS exclude_columns, t.tracked_by, t.tracked_at
+           t.exclude_columns, t.tracked_by, t.tracked_at
       FROM pgaudit_siem.tracked t;
 REVOKE ALL ON pgaudit_siem.tracked_tables FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.tracked_tables TO pgaudit_admin;
@@ -376,9 +422,10 @@ BEGIN
         END IF;
     END IF;
     SELECT pgaudit_siem._shape(t.relid, t.category, t.exclude_attnums) INTO previous FROM pgaudit_siem.tracked t WHERE t.relid = tbl;
-    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_attnums, tracked_by)
-         VALUES (tbl, cat, excluded_attnums, (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
-    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_attnums = excluded.exclude_attnums,
+    INSERT INTO pgaudit_siem.tracked (relid, category, exclude_columns, tracked_by)
+         VALUES (tbl, cat, pgaudit_siem._column_names(tbl, excluded_attnums), (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = caller))
+    ON CONFLICT (relid) DO UPDATE SET category = excluded.category, exclude_columns = excluded.exclude_columns,
+                                      exclude_attnums = excluded.exclude_attnums,
                                       tracked_by = excluded.tracked_by, tracked_at = pg_catalog.now();
     -- The table itself, plus every partition below it (pg_partition_tree is empty for plain tables).
     FOR part IN SELECT tbl::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(tbl) LOOP
@@ -440,7 +487,11 @@ BEGIN
                     UNION SELECT cmd.objid LOOP
             FOR root IN SELECT tr.relid, tr.category, tr.exclude_attnums FROM pgaudit_siem.tracked tr
                          WHERE tr.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(part.relid) WHERE relid <> part.relid) LOOP
-                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
+                -- A root without its own triggers is being restored (pg_dump creates the
+                -- triggers after the constraints, whose ALTER TABLE lands here): the dump
+                -- brings the partition's triggers too.
+                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
+                   AND EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = root.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
                     PERFORM pgaudit_siem._install_triggers(part.relid, root.category,
                                                            pgaudit_siem._partition_attnums(root.relid, part.relid, root.exclude_attnums));
                     PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'track_partition', part.relid,
@@ -455,6 +506,9 @@ BEGIN
         -- renamed or rewritten): the SIEM sees what its events contain from now on.
         SELECT tr.relid, tr.category, tr.exclude_attnums INTO t FROM pgaudit_siem.tracked tr WHERE tr.relid = cmd.objid;
         IF FOUND AND cmd.command_tag = 'ALTER TABLE' THEN
+            -- Renamed or dropped excluded columns: the names follow the attribute numbers.
+            UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
+             WHERE tr.relid = cmd.objid AND tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
             PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
                 (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
                 (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
@@ -530,7 +584,10 @@ CREATE TABLE pgaudit_siem.delivery_state (
     events_per_second double precision NOT NULL DEFAULT 0,
     worker_pid int,
     -- The hash chain (src/events/chain.rs) after the last delivered event.
-    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000'
+    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000',
+    -- The cursor a restore brought (see _restore_delivery_state), of the old cluster's keys.
+    restored_xid xid8 NOT NULL DEFAULT '0',
+    restored_seq bigint NOT NULL DEFAULT 0
 );
 INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
 
@@ -622,6 +679,80 @@ CREATE TABLE pgaudit_siem.dead_letter (
 );
 REVOKE ALL ON pgaudit_siem.siem_config, pgaudit_siem.dead_letter FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.dead_letter TO pgaudit_admin;
+
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.siem_config', '');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.delivery_state', '');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.dead_letter', '');
+
+CREATE FUNCTION pgaudit_siem._restore_siem_config() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pgaudit_siem.siem_config) THEN
+        RETURN NEW;
+    END IF;
+    UPDATE pgaudit_siem.siem_config c
+       SET enabled = NEW.enabled, url = NEW.url, headers = NEW.headers, categories = NEW.categories,
+           format = NEW.format, version = greatest(c.version, NEW.version) + 1,
+           updated_at = NEW.updated_at, updated_by = NEW.updated_by;
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER restore_siem_config BEFORE INSERT ON pgaudit_siem.siem_config
+    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_siem_config();
+
+CREATE FUNCTION pgaudit_siem._restore_delivery_state() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pgaudit_siem.delivery_state) THEN
+        RETURN NEW;
+    END IF;
+    UPDATE pgaudit_siem.delivery_state s
+       SET restored_xid = NEW.last_xid, restored_seq = NEW.last_seq,
+           last_seq = CASE WHEN s.last_xid = '0' THEN 9223372036854775807 ELSE s.last_seq END,
+           chain_hash = CASE WHEN s.delivered = 0 AND s.dead_lettered = 0 THEN NEW.chain_hash ELSE s.chain_hash END,
+           delivered = s.delivered + NEW.delivered, retried = s.retried + NEW.retried,
+           dead_lettered = s.dead_lettered + NEW.dead_lettered, batches = s.batches + NEW.batches,
+           last_success = coalesce(s.last_success, NEW.last_success);
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER restore_delivery_state BEFORE INSERT ON pgaudit_siem.delivery_state
+    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_delivery_state();
+
+CREATE FUNCTION pgaudit_siem._restore_outbox_event() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    cursor_xid xid8;
+    cursor_seq bigint;
+BEGIN
+    SELECT s.restored_xid, s.restored_seq INTO cursor_xid, cursor_seq FROM pgaudit_siem.delivery_state s;
+    IF cursor_xid IS NOT NULL AND cursor_xid <> '0' AND (NEW.xid, NEW.seq) <= (cursor_xid, cursor_seq) THEN
+        NEW.xid := '0';
+    ELSE
+        NEW.xid := pgaudit_siem._outbox_key();
+    END IF;
+    NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
+    RETURN NEW;
+END
+$f$;
+CREATE TRIGGER restore_outbox_event BEFORE INSERT ON pgaudit_siem.outbox
+    FOR EACH ROW WHEN (NEW.xid OPERATOR(pg_catalog.<>) pgaudit_siem._outbox_key())
+    EXECUTE FUNCTION pgaudit_siem._restore_outbox_event();
+
+CREATE FUNCTION pgaudit_siem._restore_dead_letter() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pgaudit_siem.outbox o WHERE o.xid = NEW.xid AND o.seq = NEW.seq AND o.id = NEW.id) THEN
+        NEW.xid := '0';
+        NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
+    END IF;
+    RETURN NEW;
+END
+$f$;
+CREATE TRIGGER restore_dead_letter BEFORE INSERT ON pgaudit_siem.dead_letter
+    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_dead_letter();
+REVOKE ALL ON FUNCTION pgaudit_siem._restore_siem_config(), pgaudit_siem._restore_delivery_state(),
+    pgaudit_siem._restore_outbox_event(), pgaudit_siem._restore_dead_letter() FROM PUBLIC;
 
 CREATE FUNCTION pgaudit_siem._settings_image(c pgaudit_siem.siem_config) RETURNS jsonb
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$

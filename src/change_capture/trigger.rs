@@ -15,8 +15,10 @@
 //! - The outbox insert runs as the outbox owner (the installing superuser) with the
 //!   internal-statement flag set: writers need no privilege on the outbox, and the
 //!   insert is not itself audit-logged.
-//! - The trigger's arguments carry its configuration: category, then excluded columns.
-//!   `track()` rewrites them, so no catalog lookup happens per statement.
+//! - The trigger's first argument is its category; the excluded columns come from the
+//!   registration (`pgaudit_siem.tracked`, by name), looked up once per backend and
+//!   trigger and forgotten at relcache invalidation, so a restored table (other
+//!   attribute numbers) or a trigger of an older version excludes the right columns.
 //! - UPDATE parts pair `data_before[i]` with `data_after[i]`: PostgreSQL stores the old
 //!   and new transition rows in the same order, and both are cut at the same indices.
 //! - A statement that changed no rows writes nothing.
@@ -54,8 +56,8 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_capture_changes(
     // the audit trail shows the application's statement, not our machinery. Only those
     // calls are scoped: encoding rows may run user code (json casts of user types), whose
     // statements must stay visible.
-    let (category, excluded) = trigger_args(trigger);
-    verify_registered(trigger, &category, excluded.len());
+    let category = trigger_category(trigger);
+    let excluded = registered_exclusions(trigger, &category);
     capture(trigger, action, &category, &excluded);
     // The executor ignores an AFTER trigger's tuple but refuses a SQL NULL result, so
     // return a NULL pointer with isnull left false, as PL/pgSQL does.
@@ -106,74 +108,67 @@ fn checked_action(trigger: &pg_sys::TriggerData) -> Action {
 }
 
 thread_local! {
-    /// Capture triggers already matched against `pgaudit_siem.tracked`: (table, trigger).
-    /// Any change of a trigger invalidates its table's relcache entry, which drops them.
-    static VERIFIED: RefCell<Vec<(pg_sys::Oid, pg_sys::Oid)>> = const { RefCell::new(Vec::new()) };
+    /// Capture triggers already matched against `pgaudit_siem.tracked`: (table, trigger)
+    /// and the attribute numbers the registration excludes. Any change of a trigger or of
+    /// the table's columns invalidates its relcache entry, which drops them.
+    static VERIFIED: RefCell<Vec<(pg_sys::Oid, pg_sys::Oid, Vec<i16>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Relcache invalidation: forget verified triggers of `relid` (all for InvalidOid).
 pub fn forget_verified(relid: pg_sys::Oid) {
     VERIFIED.with(|v| {
         v.borrow_mut()
-            .retain(|(table, _)| relid != pg_sys::InvalidOid && *table != relid)
+            .retain(|(table, _, _)| relid != pg_sys::InvalidOid && *table != relid)
     });
 }
 
-/// Refuses a capture trigger whose table (or partition root) is not tracked with the
-/// trigger's category and exclusions, so a stray or forged trigger writes no event.
-fn verify_registered(trigger: &pg_sys::TriggerData, category: &str, excluded: usize) {
+/// The excluded columns of the trigger's table, from its registration (the table's own,
+/// else its closest tracked ancestor's). Refuses a capture trigger whose table is not
+/// tracked with the trigger's category, so a stray or forged trigger writes no event.
+/// Exclusions never come from the trigger's arguments: a restored or upgraded trigger
+/// carries the attribute numbers (or names) of another table.
+fn registered_exclusions(trigger: &pg_sys::TriggerData, category: &str) -> Vec<i16> {
     // SAFETY: trigger and relation are valid during the call.
     let (relid, tgoid) = unsafe { ((*trigger.tg_relation).rd_id, (*trigger.tg_trigger).tgoid) };
-    if VERIFIED.with(|v| v.borrow().contains(&(relid, tgoid))) {
-        return;
+    if let Some(excluded) = VERIFIED.with(|v| {
+        v.borrow()
+            .iter()
+            .find(|(table, t, _)| *table == relid && *t == tgoid)
+            .map(|(_, _, excluded)| excluded.clone())
+    }) {
+        return excluded;
     }
     // Runs as the outbox owner with the caller's search_path: every operator and cast
-    // is qualified, so no object of the caller's can be picked. The nearest registration
-    // wins (the table itself, then its closest ancestor).
+    // is qualified, so no object of the caller's can be picked.
     let registered = as_outbox_owner(|| {
         crate::pg::internal::run(|| {
-            Spi::get_one_with_args::<String>(
+            Spi::get_two_with_args::<String, Vec<i16>>(
                 include_str!("../../sql/queries/capture_registered_category.sql"),
                 &[relid.into()],
             )
         })
     });
-    // Exclusions are checked by category only: a partition's excluded columns are its
-    // own attribute numbers (and dropped root columns leave none).
-    let _ = excluded;
     match registered {
-        Ok(Some(c)) if c == category => {
-            VERIFIED.with(|v| v.borrow_mut().push((relid, tgoid)));
+        Ok((Some(c), excluded)) if c == category => {
+            let excluded = excluded.unwrap_or_default();
+            VERIFIED.with(|v| v.borrow_mut().push((relid, tgoid, excluded.clone())));
+            excluded
         }
         _ => misuse("this capture trigger does not match pgaudit_siem.tracked"),
     }
 }
 
-/// Trigger arguments: category, then the attribute numbers of excluded columns.
-fn trigger_args(trigger: &pg_sys::TriggerData) -> (String, Vec<i16>) {
+/// The trigger's first argument: its category. Later arguments (the excluded columns
+/// when the trigger was installed) are informational.
+fn trigger_category(trigger: &pg_sys::TriggerData) -> String {
     // SAFETY: tg_trigger is valid during the call; tgargs has tgnargs C strings.
-    let args: Vec<String> = unsafe {
+    unsafe {
         let t = &*trigger.tg_trigger;
-        (0..t.tgnargs.max(0) as usize)
-            .map(|i| {
-                CStr::from_ptr(*t.tgargs.add(i))
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect()
-    };
-    let mut iter = args.into_iter();
-    let Some(category) = iter.next() else {
-        misuse("a capture trigger needs its category as first argument");
-    };
-    let excluded = iter
-        .map(|a| {
-            a.parse::<i16>().unwrap_or_else(|_| {
-                misuse("capture trigger arguments after the category are column numbers")
-            })
-        })
-        .collect();
-    (category, excluded)
+        if t.tgnargs < 1 {
+            misuse("a capture trigger needs its category as first argument");
+        }
+        CStr::from_ptr(*t.tgargs).to_string_lossy().into_owned()
+    }
 }
 
 /// Builds and inserts the events of one statement with memory bounded by one part:

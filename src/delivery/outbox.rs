@@ -113,6 +113,18 @@ pub fn installed() -> bool {
     unsafe { pg_sys::get_extension_oid(c"pgaudit_siem".as_ptr(), true) != pg_sys::InvalidOid }
 }
 
+/// The version this library's SQL queries are written for.
+const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The installed version of the extension's SQL objects (inside a transaction).
+fn installed_version() -> Option<String> {
+    internal(|| {
+        Spi::get_one::<String>(
+            "SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pgaudit_siem'",
+        )
+    })
+}
+
 /// Runs SPI work as internal statements (never audit-logged).
 fn internal<R>(f: impl FnOnce() -> Result<R, pgrx::spi::Error>) -> R {
     crate::pg::internal::run(|| {
@@ -219,6 +231,14 @@ pub fn database_horizon(xmax: u64, running: impl Iterator<Item = u32>) -> u64 {
 fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
     if !installed() {
         return Plan::Exit;
+    }
+    if let Some(installed) = installed_version().filter(|v| v != LIBRARY_VERSION) {
+        // The library was replaced (a package upgrade) before ALTER EXTENSION UPDATE:
+        // the tables are the old version's. Events wait, nothing is lost.
+        report_once(&format!(
+            "the extension's SQL objects are version {installed} and the library is {LIBRARY_VERSION}; run ALTER EXTENSION pgaudit_siem UPDATE"
+        ));
+        return Plan::Disabled;
     }
     let Some(endpoint) = read_endpoint() else {
         return Plan::Disabled;

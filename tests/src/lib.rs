@@ -707,3 +707,27 @@ pub fn server_owned(path: &std::path::Path, mode: u32) {
         assert!(status.success());
     }
 }
+
+/// The extension's version being built (its Cargo.toml `version`).
+pub fn extension_version() -> String {
+    let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+        .expect("the extension's Cargo.toml");
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("package version")
+        .to_owned()
+}
+
+impl ClusterBuilder {
+    /// Preloads the extension with fast delivery retries and short timeouts: fault tests
+    /// stay short (the retry policy itself is unit-tested).
+    pub fn with_fast_delivery(self) -> Self {
+        self.preload("pgaudit_siem")
+            .setting("pgaudit_siem.delivery_retry_base", "'20ms'")
+            .setting("pgaudit_siem.delivery_retry_max", "'300ms'")
+            .setting("pgaudit_siem.delivery_timeout", "'2s'")
+            .setting("pgaudit_siem.delivery_connect_timeout", "'1s'")
+    }
+}

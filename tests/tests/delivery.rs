@@ -18,14 +18,7 @@ fn cluster(name: &str) -> Cluster {
 }
 
 fn builder(name: &str) -> pgaudit_siem_tests::ClusterBuilder {
-    Cluster::builder()
-        .name(name)
-        .preload("pgaudit_siem")
-        // Fast retries keep the fault tests short; the policy itself is unit-tested.
-        .setting("pgaudit_siem.delivery_retry_base", "'20ms'")
-        .setting("pgaudit_siem.delivery_retry_max", "'300ms'")
-        .setting("pgaudit_siem.delivery_timeout", "'2s'")
-        .setting("pgaudit_siem.delivery_connect_timeout", "'1s'")
+    Cluster::builder().name(name).with_fast_delivery()
 }
 
 /// Installs the extension, tracks `t(n int)` and points delivery at `url`.

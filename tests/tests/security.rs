@@ -1403,6 +1403,12 @@ fn only_the_superuser_controls_the_session_audit_stream_and_its_secrets() {
             "ALTER ROLE app_user SET pgaudit_siem.session_audit_server_log = off",
             "SHOW pgaudit_siem.session_audit_url",
             "SHOW pgaudit_siem.session_audit_headers_file",
+            // The hash chain's key: neither where it is nor another one.
+            "SHOW pgaudit_siem.chain_key_file",
+            "SELECT pg_catalog.current_setting('pgaudit_siem.chain_key_file')",
+            "SET pgaudit_siem.chain_key_file = '/tmp/my-own-key'",
+            "ALTER ROLE app_user SET pgaudit_siem.chain_key_file = '/tmp/my-own-key'",
+            "ALTER DATABASE defaultdb SET pgaudit_siem.chain_key_file = ''",
             "SELECT pg_catalog.pg_read_file(pg_catalog.current_setting('data_directory') || '/pgaudit_siem_spool/identity')",
         ] {
             assert!(c.batch_execute(attack).is_err(), "{role}: {attack}");

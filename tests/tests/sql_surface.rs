@@ -40,14 +40,7 @@ fn the_installed_sql_surface_equals_the_committed_copy() {
         .output()
         .expect("pg_config");
     let sharedir = String::from_utf8(sharedir.stdout).unwrap();
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-            .unwrap();
-    let version = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("version = \""))
-        .and_then(|v| v.strip_suffix('"'))
-        .expect("package version");
+    let version = pgaudit_siem_tests::extension_version();
     let installed =
         Path::new(sharedir.trim()).join(format!("extension/pgaudit_siem--{version}.sql"));
     let installed = std::fs::read_to_string(&installed)
@@ -83,4 +76,67 @@ fn the_installed_sql_surface_equals_the_committed_copy() {
 fn normalization_drops_only_pgrx_comments() {
     let script = "-- src/lib.rs:1\n/* <begin connected objects> */\nCREATE TABLE t (x int);\n\n\n-- x\nSELECT 1;\n";
     assert_eq!(normalized(script), "CREATE TABLE t (x int);\n\nSELECT 1;\n");
+}
+
+/// Versions in `sql/`: the frozen install scripts (`pgaudit_siem--A.sql`) and the
+/// upgrade steps (`pgaudit_siem--A--B.sql`).
+fn sql_scripts() -> (Vec<String>, Vec<(String, String)>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    let mut frozen = Vec::new();
+    let mut steps = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(versions) = name
+            .strip_prefix("pgaudit_siem--")
+            .and_then(|n| n.strip_suffix(".sql"))
+        else {
+            continue;
+        };
+        match versions.split_once("--") {
+            Some((from, to)) => steps.push((from.to_owned(), to.to_owned())),
+            None => frozen.push(versions.to_owned()),
+        }
+    }
+    (frozen, steps)
+}
+
+/// Every released version reaches the current one by upgrade steps, and no step starts
+/// from a version that was never frozen (a release whose install script is missing).
+/// With operations.rs (which runs each path and compares the schemas), a change of the
+/// SQL surface without its upgrade step fails CI.
+#[test]
+fn every_released_version_has_an_upgrade_path_to_the_current_one() {
+    let (frozen, steps) = sql_scripts();
+    let current = pgaudit_siem_tests::extension_version();
+    assert!(
+        !frozen.is_empty(),
+        "the released 0.1.0 install script is frozen in sql/"
+    );
+    assert!(
+        !frozen.contains(&current),
+        "version {current} has a frozen install script, so it was released: bump the version before changing the SQL surface"
+    );
+    for (from, to) in &steps {
+        assert!(
+            frozen.contains(from),
+            "upgrade step {from} -> {to} starts from a version without a frozen install script"
+        );
+    }
+    for version in &frozen {
+        let mut at = version.clone();
+        let mut hops = 0;
+        while at != current {
+            let next = steps
+                .iter()
+                .filter(|(from, _)| *from == at)
+                .map(|(_, to)| to.clone())
+                .next()
+                .unwrap_or_else(|| {
+                    panic!("no upgrade step from {at} (on the way from {version} to {current})")
+                });
+            at = next;
+            hops += 1;
+            assert!(hops < 100, "the upgrade steps from {version} loop");
+        }
+    }
 }
