@@ -6,12 +6,13 @@
 CREATE TABLE pgaudit_siem.tracked (
     relid regclass PRIMARY KEY,
     category text NOT NULL,
-    -- Excluded columns by name: what the capture triggers exclude. Refreshed from
-    -- exclude_attnums after every ALTER TABLE of the table (_sync_partitions).
+    -- Excluded columns by name: what a dump keeps. Refreshed from exclude_attnums after
+    -- every DDL command that can rename a column (_sync_partitions).
     exclude_columns text[] NOT NULL DEFAULT '{}',
     tracked_by name NOT NULL DEFAULT current_user,
     tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    -- The same columns by attribute number: they follow a renamed column.
+    -- The same columns by attribute number: what the capture triggers exclude (they
+    -- follow a renamed column, whatever command renamed it).
     exclude_attnums int2[] NOT NULL DEFAULT '{}'
 );
 
@@ -29,6 +30,7 @@ $f$;
 REVOKE ALL ON FUNCTION pgaudit_siem._tracked_attnums_from_names() FROM PUBLIC;
 CREATE TRIGGER tracked_attnums_from_names BEFORE INSERT ON pgaudit_siem.tracked
     FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._tracked_attnums_from_names();
+ALTER TABLE pgaudit_siem.tracked ENABLE ALWAYS TRIGGER tracked_attnums_from_names;
 
 -- The order key of the current transaction's events (src/events/order.rs): its id, or
 -- the delivery horizon if that is later; registers the transaction as a writer of this
@@ -64,10 +66,13 @@ CREATE INDEX outbox_created ON pgaudit_siem.outbox USING brin (created_at);
 
 REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox FROM PUBLIC;
 
--- pg_dump keeps the registry and the events (delivered ones until their retention ends):
--- events in delivery order, which a restore re-keys in (see _restore_outbox_event).
+-- pg_dump keeps the registry and the undelivered events, in delivery order, which a
+-- restore re-keys in (sql/delivery.sql, _restore_outbox_event). Delivered events stay
+-- with the source: a restored copy must not send them again. (pg_dump reads the filter
+-- in the dump's one snapshot, with search_path empty.)
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.tracked', '');
-SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox', 'WHERE true ORDER BY xid, seq');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox',
+    'WHERE (xid, seq) > (SELECT s.last_xid, s.last_seq FROM pgaudit_siem.delivery_state s) ORDER BY xid, seq');
 GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
 
 
@@ -325,7 +330,10 @@ BEGIN
                 -- A root without its own triggers is being restored (pg_dump creates the
                 -- triggers after the constraints, whose ALTER TABLE lands here): the dump
                 -- brings the partition's triggers too.
-                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
+                -- An ALTER of the partition itself (a restore adding its constraints) attaches
+                -- nothing to it: only CREATE TABLE ... PARTITION OF, and ATTACH on a parent.
+                IF (cmd.command_tag = 'CREATE TABLE' OR part.relid <> cmd.objid)
+                   AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
                    AND EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = root.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
                     PERFORM pgaudit_siem._install_triggers(part.relid, root.category,
                                                            pgaudit_siem._partition_attnums(root.relid, part.relid, root.exclude_attnums));
@@ -340,10 +348,7 @@ BEGIN
         -- A tracked table changed shape (columns added, renamed, dropped, retyped, the table
         -- renamed or rewritten): the SIEM sees what its events contain from now on.
         SELECT tr.relid, tr.category, tr.exclude_attnums INTO t FROM pgaudit_siem.tracked tr WHERE tr.relid = cmd.objid;
-        IF FOUND AND cmd.command_tag = 'ALTER TABLE' THEN
-            -- Renamed or dropped excluded columns: the names follow the attribute numbers.
-            UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
-             WHERE tr.relid = cmd.objid AND tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
+        IF FOUND AND cmd.command_tag LIKE 'ALTER %' THEN
             PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
                 (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
                 (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
@@ -365,6 +370,10 @@ BEGIN
             END LOOP;
         END IF;
     END LOOP;
+    -- Renamed or dropped excluded columns (through any command, on the table or an
+    -- ancestor): the names, which a dump keeps, follow the attribute numbers.
+    UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
+     WHERE tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
 END
 $f$;
 
@@ -393,7 +402,9 @@ CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'pgaudit_siem_on_sql_drop';
 REVOKE ALL ON FUNCTION pgaudit_siem._on_ddl_command_end(), pgaudit_siem._on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
+    -- ALTER VIEW / MATERIALIZED VIEW / FOREIGN TABLE ... RENAME COLUMN also rename a table's columns.
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
+    EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
 CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION pgaudit_siem._on_sql_drop();
 

@@ -17,27 +17,36 @@ $$;
 -- DROP EXTENSION; an existing schema and its other functions are left alone. When the
 -- aiven_extras extension provides set_pgaudit_parameter itself, its version is the one
 -- called (it sets the same pgaudit.* settings this extension reads).
--- Refused: a schema of a non-superuser (its owner could drop or shadow the wrappers, so
--- an admin's call would configure nothing), and a same-named function that is not the
--- aiven_extras extension's (a stand-in that would swallow the admin's calls).
+-- Refused: a schema of a non-superuser, or one where a non-superuser may create objects
+-- (its owner could drop the wrappers, and anyone with CREATE could add an overload that
+-- takes an admin's call), and a same-named function that is not the aiven_extras
+-- extension's (a stand-in that would swallow the admin's calls).
 DO $do$
 DECLARE
     wrapper record;
     schema_owner name;
     owner_is_superuser boolean;
-    schema_of_extension boolean;
+    creators text;
     existing regprocedure;
 BEGIN
     SELECT r.rolname, r.rolsuper,
-           EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname = 'aiven_extras' AND e.extnamespace = n.oid)
-      INTO schema_owner, owner_is_superuser, schema_of_extension
+           (SELECT pg_catalog.string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE g.rolname::text END, ', ')
+              FROM pg_catalog.aclexplode(n.nspacl) a LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+             WHERE a.privilege_type = 'CREATE' AND (a.grantee = 0 OR NOT g.rolsuper))
+      INTO schema_owner, owner_is_superuser, creators
       FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
      WHERE n.nspname = 'aiven_extras';
-    IF FOUND AND NOT owner_is_superuser AND NOT schema_of_extension THEN
+    IF FOUND AND NOT owner_is_superuser THEN
         RAISE EXCEPTION 'schema "aiven_extras" is owned by role "%", which is not a superuser', schema_owner
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Its owner could drop or replace the delegated-configuration functions pgaudit_siem puts there.',
+                  DETAIL = 'Its owner could drop or shadow the delegated-configuration functions pgaudit_siem puts there.',
                   HINT = 'Give the schema to a superuser (ALTER SCHEMA aiven_extras OWNER TO postgres) or drop it, then create the extension again.';
+    END IF;
+    IF FOUND AND creators IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "aiven_extras" lets % create objects in it', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An overload created there could take the calls meant for the delegated-configuration functions.',
+                  HINT = 'REVOKE CREATE ON SCHEMA aiven_extras FROM the roles named, then create the extension again.';
     END IF;
     IF NOT FOUND THEN
         CREATE SCHEMA aiven_extras;

@@ -20,10 +20,7 @@ CREATE TABLE pgaudit_siem.delivery_state (
     events_per_second double precision NOT NULL DEFAULT 0,
     worker_pid int,
     -- The hash chain (src/events/chain.rs) after the last delivered event.
-    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000',
-    -- The cursor a restore brought (see _restore_delivery_state), of the old cluster's keys.
-    restored_xid xid8 NOT NULL DEFAULT '0',
-    restored_seq bigint NOT NULL DEFAULT 0
+    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000'
 );
 INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
 
@@ -125,15 +122,18 @@ REVOKE ALL ON pgaudit_siem.siem_config, pgaudit_siem.dead_letter FROM PUBLIC;
 GRANT SELECT ON pgaudit_siem.dead_letter TO pgaudit_admin;
 
 -- ==== Dump and restore ====
--- pg_dump keeps the configuration, the cursor, the dead letters and (change_capture.sql)
--- the registry and the events. A restore COPYs them into the rows this script made, in
--- another cluster whose transaction ids say nothing of the old order keys: the triggers
--- below merge the singletons and re-key every restored event, so delivery resumes with
--- each event that was not acknowledged, in the old order, and sends nothing twice.
--- Nothing but a restore inserts into the singletons or supplies an event's key.
+-- pg_dump keeps the configuration, the delivery counters, the dead letters and
+-- (change_capture.sql) the registry and the undelivered events. A restore COPYs them into
+-- the rows this script made, in a database whose order keys say nothing of the old ones:
+-- the triggers below merge the singletons and re-key every restored event with the
+-- restoring transaction's key and a new number in dump order (the delivery order), so
+-- delivery resumes with every event that was not acknowledged, in the old order, after
+-- this database's own. What the extension inserts itself (_inserted_by_extension()) is
+-- left alone. The triggers fire in replica mode too (tools that copy with
+-- session_replication_role = replica).
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.siem_config', '');
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.delivery_state', '');
-SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.dead_letter', 'WHERE true ORDER BY xid, seq');
 
 -- The restored configuration replaces the fresh one (the workers reload on `version`).
 CREATE FUNCTION pgaudit_siem._restore_siem_config() RETURNS trigger
@@ -152,20 +152,19 @@ $f$;
 CREATE TRIGGER restore_siem_config BEFORE INSERT ON pgaudit_siem.siem_config
     FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_siem_config();
 
--- The restored cursor is remembered (restored_xid, restored_seq) for re-keying the
--- restored events: those it covers become key 0, which this database's cursor is
--- moved past (key 0 is never a transaction's). Counters add up; the hash chain
--- continues from the dump's if this database has delivered nothing yet.
+-- The dumped cursor is of the old keys and is dropped (the dump holds only events after
+-- it); counters add up, and the hash chain continues from the dump's if this database
+-- has delivered nothing yet.
 CREATE FUNCTION pgaudit_siem._restore_delivery_state() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     IF NOT EXISTS (SELECT FROM pgaudit_siem.delivery_state) THEN
+        NEW.last_xid := '0';
+        NEW.last_seq := 0;
         RETURN NEW;
     END IF;
     UPDATE pgaudit_siem.delivery_state s
-       SET restored_xid = NEW.last_xid, restored_seq = NEW.last_seq,
-           last_seq = CASE WHEN s.last_xid = '0' THEN 9223372036854775807 ELSE s.last_seq END,
-           chain_hash = CASE WHEN s.delivered = 0 AND s.dead_lettered = 0 THEN NEW.chain_hash ELSE s.chain_hash END,
+       SET chain_hash = CASE WHEN s.delivered = 0 AND s.dead_lettered = 0 THEN NEW.chain_hash ELSE s.chain_hash END,
            delivered = s.delivered + NEW.delivered, retried = s.retried + NEW.retried,
            dead_lettered = s.dead_lettered + NEW.dead_lettered, batches = s.batches + NEW.batches,
            last_success = coalesce(s.last_success, NEW.last_success);
@@ -175,48 +174,41 @@ $f$;
 CREATE TRIGGER restore_delivery_state BEFORE INSERT ON pgaudit_siem.delivery_state
     FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_delivery_state();
 
--- A restored event (its key supplied, not this transaction's): delivered ones (at or
--- before the restored cursor) get key 0, the others this transaction's key, so they
--- are delivered after it commits; each gets a new number in arrival order, which the
--- dump's ORDER BY makes the old delivery order.
+-- A restored event: this transaction's key (delivered after it commits, after every
+-- event of this database it may already hold) and a new number in arrival order.
 CREATE FUNCTION pgaudit_siem._restore_outbox_event() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    cursor_xid xid8;
-    cursor_seq bigint;
 BEGIN
-    SELECT s.restored_xid, s.restored_seq INTO cursor_xid, cursor_seq FROM pgaudit_siem.delivery_state s;
-    IF cursor_xid IS NOT NULL AND cursor_xid <> '0' AND (NEW.xid, NEW.seq) <= (cursor_xid, cursor_seq) THEN
-        NEW.xid := '0';
-    ELSE
-        NEW.xid := pgaudit_siem._outbox_key();
-    END IF;
+    NEW.xid := pgaudit_siem._outbox_key();
     NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
     RETURN NEW;
 END
 $f$;
--- The condition costs the writers one cached function call per event; only a supplied
--- key (a restore) runs the function.
+-- The condition costs the writers one function call per event.
 CREATE TRIGGER restore_outbox_event BEFORE INSERT ON pgaudit_siem.outbox
-    FOR EACH ROW WHEN (NEW.xid OPERATOR(pg_catalog.<>) pgaudit_siem._outbox_key())
+    FOR EACH ROW WHEN (NOT pgaudit_siem._inserted_by_extension())
     EXECUTE FUNCTION pgaudit_siem._restore_outbox_event();
 
--- A restored dead letter (its event is not in this outbox) gets key 0 and a new number,
--- so it never collides with an event of this database dead-lettered later.
+-- A restored dead letter gets key 0 (no transaction's) and a new number, so it never
+-- collides with an event of this database dead-lettered later.
 CREATE FUNCTION pgaudit_siem._restore_dead_letter() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pgaudit_siem.outbox o WHERE o.xid = NEW.xid AND o.seq = NEW.seq AND o.id = NEW.id) THEN
-        NEW.xid := '0';
-        NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
-    END IF;
+    NEW.xid := '0';
+    NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
     RETURN NEW;
 END
 $f$;
 CREATE TRIGGER restore_dead_letter BEFORE INSERT ON pgaudit_siem.dead_letter
-    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_dead_letter();
+    FOR EACH ROW WHEN (NOT pgaudit_siem._inserted_by_extension())
+    EXECUTE FUNCTION pgaudit_siem._restore_dead_letter();
+ALTER TABLE pgaudit_siem.siem_config ENABLE ALWAYS TRIGGER restore_siem_config;
+ALTER TABLE pgaudit_siem.delivery_state ENABLE ALWAYS TRIGGER restore_delivery_state;
+ALTER TABLE pgaudit_siem.outbox ENABLE ALWAYS TRIGGER restore_outbox_event;
+ALTER TABLE pgaudit_siem.dead_letter ENABLE ALWAYS TRIGGER restore_dead_letter;
 REVOKE ALL ON FUNCTION pgaudit_siem._restore_siem_config(), pgaudit_siem._restore_delivery_state(),
-    pgaudit_siem._restore_outbox_event(), pgaudit_siem._restore_dead_letter() FROM PUBLIC;
+    pgaudit_siem._restore_outbox_event(), pgaudit_siem._restore_dead_letter(),
+    pgaudit_siem._inserted_by_extension() FROM PUBLIC;
 
 -- Settings as shown to admins and recorded in siem_settings events: header values masked.
 CREATE FUNCTION pgaudit_siem._settings_image(c pgaudit_siem.siem_config) RETURNS jsonb

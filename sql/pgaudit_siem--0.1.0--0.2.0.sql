@@ -2,14 +2,17 @@
 -- Tables are altered in place: the outbox keeps every undelivered event, the registry,
 -- configuration, cursor and dead letters stay. Everything else is (re)created as in
 -- pgaudit_siem--0.2.0.sql, which tests/tests/operations.rs compares with the result.
+-- It takes exclusive locks on the outbox and on every tracked table (their capture
+-- triggers are reinstalled): run it when no long transaction writes to them.
 \echo Use "ALTER EXTENSION pgaudit_siem UPDATE TO '0.2.0'" to load this file. \quit
 
 -- Functions whose signature changed (the new ones are created below).
 DROP FUNCTION pgaudit_siem._install_triggers(oid, text, text[]);
 DROP FUNCTION pgaudit_siem._check_may_track(oid);
--- track() and untrack() become SQL wrappers of _track()/_untrack() (created below).
-DROP FUNCTION pgaudit_siem.track(regclass, text, text[]);
-DROP FUNCTION pgaudit_siem.untrack(regclass);
+-- (track() and untrack() become SQL wrappers of _track()/_untrack(): replaced below,
+-- keeping any grants or revokes a site made on them.)
+-- The DDL event trigger fires for more commands (renames through ALTER VIEW and others).
+DROP EVENT TRIGGER pgaudit_siem_ddl_command_end;
 
 -- The registry: tables by regclass and exclusions by name (what a dump keeps), plus the
 -- exclusions by attribute number (what follows a renamed column).
@@ -30,11 +33,9 @@ CREATE FUNCTION pgaudit_siem._outbox_key() RETURNS xid8
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'pgaudit_siem_outbox_key';
 ALTER TABLE pgaudit_siem.outbox ALTER COLUMN xid SET DEFAULT pgaudit_siem._outbox_key();
 
--- The delivery cursor: the hash chain after it, and what a restore brings.
+-- The delivery cursor: the hash chain after it.
 ALTER TABLE pgaudit_siem.delivery_state
-    ADD COLUMN chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000',
-    ADD COLUMN restored_xid xid8 NOT NULL DEFAULT '0',
-    ADD COLUMN restored_seq bigint NOT NULL DEFAULT 0;
+    ADD COLUMN chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000';
 
 -- ==== Everything else as in 0.2.0 (functions replaced, new objects created) ====
 CREATE OR REPLACE FUNCTION pgaudit_sql_drop()
@@ -59,6 +60,11 @@ CREATE OR REPLACE FUNCTION "_caller_is_attested"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'caller_is_attested_wrapper';
+
+CREATE OR REPLACE FUNCTION "_inserted_by_extension"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'inserted_by_extension_wrapper';
 
 CREATE OR REPLACE FUNCTION "_invoking_role"() RETURNS oid /* pgrx :: pg_sys :: Oid */
 STRICT VOLATILE PARALLEL UNSAFE 
@@ -145,19 +151,27 @@ DECLARE
     wrapper record;
     schema_owner name;
     owner_is_superuser boolean;
-    schema_of_extension boolean;
+    creators text;
     existing regprocedure;
 BEGIN
     SELECT r.rolname, r.rolsuper,
-           EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname = 'aiven_extras' AND e.extnamespace = n.oid)
-      INTO schema_owner, owner_is_superuser, schema_of_extension
+           (SELECT pg_catalog.string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE g.rolname::text END, ', ')
+              FROM pg_catalog.aclexplode(n.nspacl) a LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+             WHERE a.privilege_type = 'CREATE' AND (a.grantee = 0 OR NOT g.rolsuper))
+      INTO schema_owner, owner_is_superuser, creators
       FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
      WHERE n.nspname = 'aiven_extras';
-    IF FOUND AND NOT owner_is_superuser AND NOT schema_of_extension THEN
+    IF FOUND AND NOT owner_is_superuser THEN
         RAISE EXCEPTION 'schema "aiven_extras" is owned by role "%", which is not a superuser', schema_owner
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Its owner could drop or replace the delegated-configuration functions pgaudit_siem puts there.',
+                  DETAIL = 'Its owner could drop or shadow the delegated-configuration functions pgaudit_siem puts there.',
                   HINT = 'Give the schema to a superuser (ALTER SCHEMA aiven_extras OWNER TO postgres) or drop it, then create the extension again.';
+    END IF;
+    IF FOUND AND creators IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "aiven_extras" lets % create objects in it', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An overload created there could take the calls meant for the delegated-configuration functions.',
+                  HINT = 'REVOKE CREATE ON SCHEMA aiven_extras FROM the roles named, then create the extension again.';
     END IF;
     IF NOT FOUND THEN
         CREATE SCHEMA aiven_extras;
@@ -238,6 +252,8 @@ REVOKE ALL ON FUNCTION pgaudit_siem._tracked_attnums_from_names() FROM PUBLIC;
 CREATE TRIGGER tracked_attnums_from_names BEFORE INSERT ON pgaudit_siem.tracked
     FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._tracked_attnums_from_names();
 
+ALTER TABLE pgaudit_siem.tracked ENABLE ALWAYS TRIGGER tracked_attnums_from_names;
+
 CREATE OR REPLACE FUNCTION pgaudit_siem._outbox_key() RETURNS xid8
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'pgaudit_siem_outbox_key';
 
@@ -247,7 +263,8 @@ REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.tracked', '');
 
-SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox', 'WHERE true ORDER BY xid, seq');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox',
+    'WHERE (xid, seq) > (SELECT s.last_xid, s.last_seq FROM pgaudit_siem.delivery_state s) ORDER BY xid, seq');
 
 GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
 
@@ -495,7 +512,10 @@ BEGIN
                 -- A root without its own triggers is being restored (pg_dump creates the
                 -- triggers after the constraints, whose ALTER TABLE lands here): the dump
                 -- brings the partition's triggers too.
-                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
+                -- An ALTER of the partition itself (a restore adding its constraints) attaches
+                -- nothing to it: only CREATE TABLE ... PARTITION OF, and ATTACH on a parent.
+                IF (cmd.command_tag = 'CREATE TABLE' OR part.relid <> cmd.objid)
+                   AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
                    AND EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = root.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
                     PERFORM pgaudit_siem._install_triggers(part.relid, root.category,
                                                            pgaudit_siem._partition_attnums(root.relid, part.relid, root.exclude_attnums));
@@ -510,10 +530,7 @@ BEGIN
         -- A tracked table changed shape (columns added, renamed, dropped, retyped, the table
         -- renamed or rewritten): the SIEM sees what its events contain from now on.
         SELECT tr.relid, tr.category, tr.exclude_attnums INTO t FROM pgaudit_siem.tracked tr WHERE tr.relid = cmd.objid;
-        IF FOUND AND cmd.command_tag = 'ALTER TABLE' THEN
-            -- Renamed or dropped excluded columns: the names follow the attribute numbers.
-            UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
-             WHERE tr.relid = cmd.objid AND tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
+        IF FOUND AND cmd.command_tag LIKE 'ALTER %' THEN
             PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
                 (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
                 (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
@@ -535,6 +552,10 @@ BEGIN
             END LOOP;
         END IF;
     END LOOP;
+    -- Renamed or dropped excluded columns (through any command, on the table or an
+    -- ancestor): the names, which a dump keeps, follow the attribute numbers.
+    UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
+     WHERE tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
 END
 $f$;
 
@@ -640,7 +661,7 @@ SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.siem_config', '');
 
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.delivery_state', '');
 
-SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.dead_letter', 'WHERE true ORDER BY xid, seq');
 
 CREATE OR REPLACE FUNCTION pgaudit_siem._restore_siem_config() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
@@ -663,12 +684,12 @@ CREATE OR REPLACE FUNCTION pgaudit_siem._restore_delivery_state() RETURNS trigge
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     IF NOT EXISTS (SELECT FROM pgaudit_siem.delivery_state) THEN
+        NEW.last_xid := '0';
+        NEW.last_seq := 0;
         RETURN NEW;
     END IF;
     UPDATE pgaudit_siem.delivery_state s
-       SET restored_xid = NEW.last_xid, restored_seq = NEW.last_seq,
-           last_seq = CASE WHEN s.last_xid = '0' THEN 9223372036854775807 ELSE s.last_seq END,
-           chain_hash = CASE WHEN s.delivered = 0 AND s.dead_lettered = 0 THEN NEW.chain_hash ELSE s.chain_hash END,
+       SET chain_hash = CASE WHEN s.delivered = 0 AND s.dead_lettered = 0 THEN NEW.chain_hash ELSE s.chain_hash END,
            delivered = s.delivered + NEW.delivered, retried = s.retried + NEW.retried,
            dead_lettered = s.dead_lettered + NEW.dead_lettered, batches = s.batches + NEW.batches,
            last_success = coalesce(s.last_success, NEW.last_success);
@@ -681,41 +702,41 @@ CREATE TRIGGER restore_delivery_state BEFORE INSERT ON pgaudit_siem.delivery_sta
 
 CREATE OR REPLACE FUNCTION pgaudit_siem._restore_outbox_event() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    cursor_xid xid8;
-    cursor_seq bigint;
 BEGIN
-    SELECT s.restored_xid, s.restored_seq INTO cursor_xid, cursor_seq FROM pgaudit_siem.delivery_state s;
-    IF cursor_xid IS NOT NULL AND cursor_xid <> '0' AND (NEW.xid, NEW.seq) <= (cursor_xid, cursor_seq) THEN
-        NEW.xid := '0';
-    ELSE
-        NEW.xid := pgaudit_siem._outbox_key();
-    END IF;
+    NEW.xid := pgaudit_siem._outbox_key();
     NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
     RETURN NEW;
 END
 $f$;
 
 CREATE TRIGGER restore_outbox_event BEFORE INSERT ON pgaudit_siem.outbox
-    FOR EACH ROW WHEN (NEW.xid OPERATOR(pg_catalog.<>) pgaudit_siem._outbox_key())
+    FOR EACH ROW WHEN (NOT pgaudit_siem._inserted_by_extension())
     EXECUTE FUNCTION pgaudit_siem._restore_outbox_event();
 
 CREATE OR REPLACE FUNCTION pgaudit_siem._restore_dead_letter() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pgaudit_siem.outbox o WHERE o.xid = NEW.xid AND o.seq = NEW.seq AND o.id = NEW.id) THEN
-        NEW.xid := '0';
-        NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
-    END IF;
+    NEW.xid := '0';
+    NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
     RETURN NEW;
 END
 $f$;
 
 CREATE TRIGGER restore_dead_letter BEFORE INSERT ON pgaudit_siem.dead_letter
-    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_dead_letter();
+    FOR EACH ROW WHEN (NOT pgaudit_siem._inserted_by_extension())
+    EXECUTE FUNCTION pgaudit_siem._restore_dead_letter();
+
+ALTER TABLE pgaudit_siem.siem_config ENABLE ALWAYS TRIGGER restore_siem_config;
+
+ALTER TABLE pgaudit_siem.delivery_state ENABLE ALWAYS TRIGGER restore_delivery_state;
+
+ALTER TABLE pgaudit_siem.outbox ENABLE ALWAYS TRIGGER restore_outbox_event;
+
+ALTER TABLE pgaudit_siem.dead_letter ENABLE ALWAYS TRIGGER restore_dead_letter;
 
 REVOKE ALL ON FUNCTION pgaudit_siem._restore_siem_config(), pgaudit_siem._restore_delivery_state(),
-    pgaudit_siem._restore_outbox_event(), pgaudit_siem._restore_dead_letter() FROM PUBLIC;
+    pgaudit_siem._restore_outbox_event(), pgaudit_siem._restore_dead_letter(),
+    pgaudit_siem._inserted_by_extension() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION pgaudit_siem._settings_image(c pgaudit_siem.siem_config) RETURNS jsonb
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
@@ -875,11 +896,28 @@ AS 'MODULE_PATHNAME', 'version_wrapper';
 
 -- ==== Existing capture triggers take 0.2.0's arguments ====
 -- (0.1.0's carried column names; 0.2.0 reads the exclusions from the registry either way.)
+CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
+    EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
+
 DO $do$
 DECLARE
     t record;
     part oid;
 BEGIN
+    -- 0.1.0 left the capture triggers of detached partitions behind; 0.2.0 refuses writes
+    -- through a trigger that matches no registration, so they go, and the SIEM is told.
+    FOR t IN SELECT DISTINCT tg.tgrelid AS relid FROM pg_catalog.pg_trigger tg
+              WHERE tg.tgname = 'pgaudit_siem_capture_insert'
+                AND NOT EXISTS (SELECT FROM pgaudit_siem.tracked tr
+                                 WHERE tr.relid = tg.tgrelid
+                                    OR tr.relid IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tg.tgrelid) a)) LOOP
+        PERFORM pgaudit_siem._drop_triggers(t.relid);
+        PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'untrack_partition', t.relid,
+            (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
+            (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
+            pg_catalog.jsonb_build_object('reason', 'no longer a partition of a tracked table'));
+    END LOOP;
     FOR t IN SELECT relid, category, exclude_attnums FROM pgaudit_siem.tracked LOOP
         FOR part IN SELECT t.relid::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(t.relid) LOOP
             PERFORM pgaudit_siem._install_triggers(part, t.category, pgaudit_siem._partition_attnums(t.relid, part, t.exclude_attnums));

@@ -40,6 +40,11 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'caller_is_attested_wrapper';
 
+CREATE  FUNCTION "_inserted_by_extension"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'inserted_by_extension_wrapper';
+
 CREATE  FUNCTION "_invoking_role"() RETURNS oid /* pgrx :: pg_sys :: Oid */
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
@@ -125,19 +130,27 @@ DECLARE
     wrapper record;
     schema_owner name;
     owner_is_superuser boolean;
-    schema_of_extension boolean;
+    creators text;
     existing regprocedure;
 BEGIN
     SELECT r.rolname, r.rolsuper,
-           EXISTS (SELECT FROM pg_catalog.pg_extension e WHERE e.extname = 'aiven_extras' AND e.extnamespace = n.oid)
-      INTO schema_owner, owner_is_superuser, schema_of_extension
+           (SELECT pg_catalog.string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE g.rolname::text END, ', ')
+              FROM pg_catalog.aclexplode(n.nspacl) a LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+             WHERE a.privilege_type = 'CREATE' AND (a.grantee = 0 OR NOT g.rolsuper))
+      INTO schema_owner, owner_is_superuser, creators
       FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
      WHERE n.nspname = 'aiven_extras';
-    IF FOUND AND NOT owner_is_superuser AND NOT schema_of_extension THEN
+    IF FOUND AND NOT owner_is_superuser THEN
         RAISE EXCEPTION 'schema "aiven_extras" is owned by role "%", which is not a superuser', schema_owner
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Its owner could drop or replace the delegated-configuration functions pgaudit_siem puts there.',
+                  DETAIL = 'Its owner could drop or shadow the delegated-configuration functions pgaudit_siem puts there.',
                   HINT = 'Give the schema to a superuser (ALTER SCHEMA aiven_extras OWNER TO postgres) or drop it, then create the extension again.';
+    END IF;
+    IF FOUND AND creators IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "aiven_extras" lets % create objects in it', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'An overload created there could take the calls meant for the delegated-configuration functions.',
+                  HINT = 'REVOKE CREATE ON SCHEMA aiven_extras FROM the roles named, then create the extension again.';
     END IF;
     IF NOT FOUND THEN
         CREATE SCHEMA aiven_extras;
@@ -204,12 +217,13 @@ AS 'MODULE_PATHNAME', 'uuid_v7_wrapper';
 CREATE TABLE pgaudit_siem.tracked (
     relid regclass PRIMARY KEY,
     category text NOT NULL,
-    -- Excluded columns by name: what the capture triggers exclude. Refreshed from
-    -- exclude_attnums after every ALTER TABLE of the table (_sync_partitions).
+    -- Excluded columns by name: what a dump keeps. Refreshed from exclude_attnums after
+    -- every DDL command that can rename a column (_sync_partitions).
     exclude_columns text[] NOT NULL DEFAULT '{}',
     tracked_by name NOT NULL DEFAULT current_user,
     tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    -- The same columns by attribute number: they follow a renamed column.
+    -- The same columns by attribute number: what the capture triggers exclude (they
+    -- follow a renamed column, whatever command renamed it).
     exclude_attnums int2[] NOT NULL DEFAULT '{}'
 );
 
@@ -225,6 +239,7 @@ $f$;
 REVOKE ALL ON FUNCTION pgaudit_siem._tracked_attnums_from_names() FROM PUBLIC;
 CREATE TRIGGER tracked_attnums_from_names BEFORE INSERT ON pgaudit_siem.tracked
     FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._tracked_attnums_from_names();
+ALTER TABLE pgaudit_siem.tracked ENABLE ALWAYS TRIGGER tracked_attnums_from_names;
 
 CREATE FUNCTION pgaudit_siem._outbox_key() RETURNS xid8
     LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'pgaudit_siem_outbox_key';
@@ -252,7 +267,8 @@ CREATE INDEX outbox_created ON pgaudit_siem.outbox USING brin (created_at);
 REVOKE ALL ON pgaudit_siem.tracked, pgaudit_siem.outbox FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.tracked', '');
-SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox', 'WHERE true ORDER BY xid, seq');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.outbox',
+    'WHERE (xid, seq) > (SELECT s.last_xid, s.last_seq FROM pgaudit_siem.delivery_state s) ORDER BY xid, seq');
 GRANT USAGE ON SCHEMA pgaudit_siem TO PUBLIC;
 
 CREATE FUNCTION pgaudit_siem.capture_changes() RETURNS trigger
@@ -490,7 +506,10 @@ BEGIN
                 -- A root without its own triggers is being restored (pg_dump creates the
                 -- triggers after the constraints, whose ALTER TABLE lands here): the dump
                 -- brings the partition's triggers too.
-                IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
+                -- An ALTER of the partition itself (a restore adding its constraints) attaches
+                -- nothing to it: only CREATE TABLE ... PARTITION OF, and ATTACH on a parent.
+                IF (cmd.command_tag = 'CREATE TABLE' OR part.relid <> cmd.objid)
+                   AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = part.relid AND tgname = 'pgaudit_siem_capture_insert')
                    AND EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = root.relid AND tgname = 'pgaudit_siem_capture_insert') THEN
                     PERFORM pgaudit_siem._install_triggers(part.relid, root.category,
                                                            pgaudit_siem._partition_attnums(root.relid, part.relid, root.exclude_attnums));
@@ -505,10 +524,7 @@ BEGIN
         -- A tracked table changed shape (columns added, renamed, dropped, retyped, the table
         -- renamed or rewritten): the SIEM sees what its events contain from now on.
         SELECT tr.relid, tr.category, tr.exclude_attnums INTO t FROM pgaudit_siem.tracked tr WHERE tr.relid = cmd.objid;
-        IF FOUND AND cmd.command_tag = 'ALTER TABLE' THEN
-            -- Renamed or dropped excluded columns: the names follow the attribute numbers.
-            UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
-             WHERE tr.relid = cmd.objid AND tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
+        IF FOUND AND cmd.command_tag LIKE 'ALTER %' THEN
             PERFORM pgaudit_siem._admin_event('pgaudit_siem', 'alter_table', t.relid,
                 (SELECT nspname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid WHERE c.oid = t.relid),
                 (SELECT relname FROM pg_catalog.pg_class WHERE oid = t.relid),
@@ -530,6 +546,10 @@ BEGIN
             END LOOP;
         END IF;
     END LOOP;
+    -- Renamed or dropped excluded columns (through any command, on the table or an
+    -- ancestor): the names, which a dump keeps, follow the attribute numbers.
+    UPDATE pgaudit_siem.tracked tr SET exclude_columns = pgaudit_siem._column_names(tr.relid, tr.exclude_attnums)
+     WHERE tr.exclude_columns IS DISTINCT FROM pgaudit_siem._column_names(tr.relid, tr.exclude_attnums);
 END
 $f$;
 
@@ -558,7 +578,9 @@ CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'pgaudit_siem_on_sql_drop';
 REVOKE ALL ON FUNCTION pgaudit_siem._on_ddl_command_end(), pgaudit_siem._on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE') EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
+    -- ALTER VIEW / MATERIALIZED VIEW / FOREIGN TABLE ... RENAME COLUMN also rename a table's columns.
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
+    EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
 CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION pgaudit_siem._on_sql_drop();
 
@@ -584,10 +606,7 @@ CREATE TABLE pgaudit_siem.delivery_state (
     events_per_second double precision NOT NULL DEFAULT 0,
     worker_pid int,
     -- The hash chain (src/events/chain.rs) after the last delivered event.
-    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000',
-    -- The cursor a restore brought (see _restore_delivery_state), of the old cluster's keys.
-    restored_xid xid8 NOT NULL DEFAULT '0',
-    restored_seq bigint NOT NULL DEFAULT 0
+    chain_hash text NOT NULL DEFAULT '0000000000000000000000000000000000000000000000000000000000000000'
 );
 INSERT INTO pgaudit_siem.delivery_state DEFAULT VALUES;
 
@@ -682,7 +701,7 @@ GRANT SELECT ON pgaudit_siem.dead_letter TO pgaudit_admin;
 
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.siem_config', '');
 SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.delivery_state', '');
-SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('pgaudit_siem.dead_letter', 'WHERE true ORDER BY xid, seq');
 
 CREATE FUNCTION pgaudit_siem._restore_siem_config() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
@@ -704,12 +723,12 @@ CREATE FUNCTION pgaudit_siem._restore_delivery_state() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     IF NOT EXISTS (SELECT FROM pgaudit_siem.delivery_state) THEN
+        NEW.last_xid := '0';
+        NEW.last_seq := 0;
         RETURN NEW;
     END IF;
     UPDATE pgaudit_siem.delivery_state s
-       SET restored_xid = NEW.last_xid, restored_seq = NEW.last_seq,
-           last_seq = CASE WHEN s.last_xid = '0' THEN 9223372036854775807 ELSE s.last_seq END,
-           chain_hash = CASE WHEN s.delivered = 0 AND s.dead_lettered = 0 THEN NEW.chain_hash ELSE s.chain_hash END,
+       SET chain_hash = CASE WHEN s.delivered = 0 AND s.dead_lettered = 0 THEN NEW.chain_hash ELSE s.chain_hash END,
            delivered = s.delivered + NEW.delivered, retried = s.retried + NEW.retried,
            dead_lettered = s.dead_lettered + NEW.dead_lettered, batches = s.batches + NEW.batches,
            last_success = coalesce(s.last_success, NEW.last_success);
@@ -721,38 +740,34 @@ CREATE TRIGGER restore_delivery_state BEFORE INSERT ON pgaudit_siem.delivery_sta
 
 CREATE FUNCTION pgaudit_siem._restore_outbox_event() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    cursor_xid xid8;
-    cursor_seq bigint;
 BEGIN
-    SELECT s.restored_xid, s.restored_seq INTO cursor_xid, cursor_seq FROM pgaudit_siem.delivery_state s;
-    IF cursor_xid IS NOT NULL AND cursor_xid <> '0' AND (NEW.xid, NEW.seq) <= (cursor_xid, cursor_seq) THEN
-        NEW.xid := '0';
-    ELSE
-        NEW.xid := pgaudit_siem._outbox_key();
-    END IF;
+    NEW.xid := pgaudit_siem._outbox_key();
     NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
     RETURN NEW;
 END
 $f$;
 CREATE TRIGGER restore_outbox_event BEFORE INSERT ON pgaudit_siem.outbox
-    FOR EACH ROW WHEN (NEW.xid OPERATOR(pg_catalog.<>) pgaudit_siem._outbox_key())
+    FOR EACH ROW WHEN (NOT pgaudit_siem._inserted_by_extension())
     EXECUTE FUNCTION pgaudit_siem._restore_outbox_event();
 
 CREATE FUNCTION pgaudit_siem._restore_dead_letter() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pgaudit_siem.outbox o WHERE o.xid = NEW.xid AND o.seq = NEW.seq AND o.id = NEW.id) THEN
-        NEW.xid := '0';
-        NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
-    END IF;
+    NEW.xid := '0';
+    NEW.seq := pg_catalog.nextval('pgaudit_siem.outbox_seq_seq');
     RETURN NEW;
 END
 $f$;
 CREATE TRIGGER restore_dead_letter BEFORE INSERT ON pgaudit_siem.dead_letter
-    FOR EACH ROW EXECUTE FUNCTION pgaudit_siem._restore_dead_letter();
+    FOR EACH ROW WHEN (NOT pgaudit_siem._inserted_by_extension())
+    EXECUTE FUNCTION pgaudit_siem._restore_dead_letter();
+ALTER TABLE pgaudit_siem.siem_config ENABLE ALWAYS TRIGGER restore_siem_config;
+ALTER TABLE pgaudit_siem.delivery_state ENABLE ALWAYS TRIGGER restore_delivery_state;
+ALTER TABLE pgaudit_siem.outbox ENABLE ALWAYS TRIGGER restore_outbox_event;
+ALTER TABLE pgaudit_siem.dead_letter ENABLE ALWAYS TRIGGER restore_dead_letter;
 REVOKE ALL ON FUNCTION pgaudit_siem._restore_siem_config(), pgaudit_siem._restore_delivery_state(),
-    pgaudit_siem._restore_outbox_event(), pgaudit_siem._restore_dead_letter() FROM PUBLIC;
+    pgaudit_siem._restore_outbox_event(), pgaudit_siem._restore_dead_letter(),
+    pgaudit_siem._inserted_by_extension() FROM PUBLIC;
 
 CREATE FUNCTION pgaudit_siem._settings_image(c pgaudit_siem.siem_config) RETURNS jsonb
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$

@@ -1,13 +1,15 @@
 -- The category a table ($1) is tracked with and the attribute numbers of its excluded
 -- columns: its own registration, else its nearest tracked partition ancestor's. The
--- exclusions are by name (a partition's attribute numbers are its own, and a restored
--- table's differ from the dumped one's). Runs with the caller's search_path: all qualified.
+-- registration's attribute numbers are authoritative (they follow any rename); they are
+-- matched into $1 by the columns' current names (a partition's attribute numbers are its
+-- own). Runs with the caller's search_path: all qualified.
 SELECT t.category,
        ARRAY(SELECT a.attnum
                FROM pg_catalog.pg_attribute a
               WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid
                 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-                AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=) ANY (t.exclude_columns)
+                AND a.attname::pg_catalog.text OPERATOR(pg_catalog.=)
+                    ANY (pgaudit_siem._column_names(t.relid::pg_catalog.oid, t.exclude_attnums))
               ORDER BY a.attnum)
   FROM pgaudit_siem.tracked t
   JOIN (SELECT $1::pg_catalog.oid AS relid, 0 AS depth

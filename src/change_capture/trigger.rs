@@ -16,9 +16,11 @@
 //!   internal-statement flag set: writers need no privilege on the outbox, and the
 //!   insert is not itself audit-logged.
 //! - The trigger's first argument is its category; the excluded columns come from the
-//!   registration (`pgaudit_siem.tracked`, by name), looked up once per backend and
-//!   trigger and forgotten at relcache invalidation, so a restored table (other
-//!   attribute numbers) or a trigger of an older version excludes the right columns.
+//!   registration (`pgaudit_siem.tracked`: its attribute numbers, matched into the
+//!   trigger's table by current name), looked up once per backend and trigger and
+//!   forgotten at relcache invalidation (any rename invalidates it), so a restored table
+//!   (other attribute numbers), a partition, or a trigger of an older version excludes
+//!   the right columns.
 //! - UPDATE parts pair `data_before[i]` with `data_after[i]`: PostgreSQL stores the old
 //!   and new transition rows in the same order, and both are cut at the same indices.
 //! - A statement that changed no rows writes nothing.
@@ -142,10 +144,12 @@ fn registered_exclusions(trigger: &pg_sys::TriggerData, category: &str) -> Vec<i
     // is qualified, so no object of the caller's can be picked.
     let registered = as_outbox_owner(|| {
         crate::pg::internal::run(|| {
-            Spi::get_two_with_args::<String, Vec<i16>>(
-                include_str!("../../sql/queries/capture_registered_category.sql"),
-                &[relid.into()],
-            )
+            let query = if registry_is_0_1() {
+                include_str!("../../sql/queries/capture_registered_category_0_1.sql")
+            } else {
+                include_str!("../../sql/queries/capture_registered_category.sql")
+            };
+            Spi::get_two_with_args::<String, Vec<i16>>(query, &[relid.into()])
         })
     });
     match registered {
@@ -156,6 +160,29 @@ fn registered_exclusions(trigger: &pg_sys::TriggerData, category: &str) -> Vec<i
         }
         _ => misuse("this capture trigger does not match pgaudit_siem.tracked"),
     }
+}
+
+thread_local! {
+    /// Whether this database's extension objects are 0.1.0's (read once per backend).
+    static REGISTRY_0_1: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the registry still has 0.1.0's shape: the library was upgraded and ALTER
+/// EXTENSION UPDATE has not run. A backend that saw 0.1.0 keeps the names-only query
+/// after an update elsewhere, which the updated registry (names refreshed at every
+/// rename) still answers.
+fn registry_is_0_1() -> bool {
+    if let Some(known) = REGISTRY_0_1.with(std::cell::Cell::get) {
+        return known;
+    }
+    let version = Spi::get_one::<String>(
+        "SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pgaudit_siem'",
+    )
+    .ok()
+    .flatten();
+    let old = version.as_deref() == Some("0.1.0");
+    REGISTRY_0_1.with(|r| r.set(Some(old)));
+    old
 }
 
 /// The trigger's first argument: its category. Later arguments (the excluded columns

@@ -59,6 +59,7 @@ extension_sql_file!(
     name = "delivery",
     requires = [
         "change_capture",
+        events::order::inserted_by_extension,
         send_test_event,
         validate_siem_config,
         start_delivery_at_commit,

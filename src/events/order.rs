@@ -13,9 +13,11 @@
 //!   registers after a horizon was published gets a key at or above it: the delivery
 //!   cursor (which stays below the horizon) never passes an event that could still
 //!   commit, whatever the writer's transaction id.
-//! - Without live writers the horizon is above every key handed out so far (the next
-//!   transaction id, or one past the last published horizon when no id was taken
-//!   since), so an ended writer's events are never left waiting.
+//! - Without live writers the horizon is above every key handed out so far: the next
+//!   transaction id, after the worker took one itself if none was taken since the last
+//!   published horizon. So an ended writer's events are never left waiting, and no key
+//!   or published horizon ever exceeds the next transaction id (keys do not run ahead of
+//!   the ids a restarted, promoted or upgraded server hands out).
 //! - A slot is live while its transaction is in progress (`TransactionIdIsInProgress`,
 //!   which includes prepared transactions); stale slots (a commit, an abort, a backend
 //!   that exited) are ignored and cleared by the next horizon read, so nothing is ever
@@ -52,6 +54,10 @@ struct Writer {
 pub struct OrderState {
     /// The highest horizon any worker has published (monotonic until restart).
     published: u64,
+    /// A writer got `published` as its key (its own id was lower) since the horizon last
+    /// moved past it: on a quiet server, some transaction must take an id for the
+    /// horizon to pass that key.
+    floor_keys: bool,
     /// A backend above `MAX_WRITERS` wrote events since the server started.
     overflowed: bool,
     writers: [Writer; MAX_WRITERS],
@@ -61,6 +67,7 @@ impl Default for OrderState {
     fn default() -> Self {
         OrderState {
             published: 0,
+            floor_keys: false,
             overflowed: false,
             writers: [Writer::default(); MAX_WRITERS],
         }
@@ -97,6 +104,9 @@ fn current_key() -> u64 {
     let (backend, dboid) = unsafe { (pg_sys::MyBackendId, pg_sys::MyDatabaseId.to_u32()) };
     let mut state = ORDER.exclusive();
     let key = xid.max(state.published);
+    if key > xid {
+        state.floor_keys = true;
+    }
     match usize::try_from(backend - 1)
         .ok()
         .filter(|&i| i < MAX_WRITERS)
@@ -112,15 +122,29 @@ fn current_key() -> u64 {
 /// The delivery horizon of `dboid`'s outbox: every event with a smaller key belongs to a
 /// transaction that has ended. The second value asks for the conservative rule as well
 /// (see the module doc). The caller still bounds it by the database's prepared
-/// transactions, read after this.
+/// transactions, read after this. Call inside a transaction: it may assign the caller
+/// a transaction id.
 pub fn horizon(dboid: u32) -> (u64, bool) {
-    let mut state = ORDER.exclusive();
-    // SAFETY: reads the shared counter under XidGenLock (PostgreSQL takes it).
-    let next_xid = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
     // A writer that registered at the last published horizon has exactly that key, which
-    // the next id can still equal on a quiet server: step past it, or its events would
-    // wait for some other transaction to take an id.
-    let mut horizon = next_xid.max(state.published + 1);
+    // the next id still equals on a quiet server: its events would wait for some other
+    // transaction to take an id. The worker then takes one itself (in its horizon
+    // transaction), so the horizon passes the key while never exceeding the next
+    // transaction id: keys stay transaction ids, below every id the server hands out
+    // after a restart, a promotion or pg_upgrade, so the durable cursor never passes a
+    // key written later.
+    // SAFETY: reads the shared counter under XidGenLock (PostgreSQL takes it).
+    let stuck = {
+        let state = ORDER.share();
+        state.floor_keys && state.published >= unsafe { pg_sys::ReadNextFullTransactionId() }.value
+    };
+    if stuck {
+        // SAFETY: inside the worker's transaction (the caller's contract); assigns it an id.
+        unsafe { pg_sys::GetTopFullTransactionId() };
+    }
+    let mut state = ORDER.exclusive();
+    // SAFETY: as above.
+    let next_xid = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
+    let mut horizon = next_xid;
     for writer in state.writers.iter_mut().filter(|w| w.dboid == dboid) {
         // SAFETY: a proc-array lookup (takes ProcArrayLock shared; we hold only our own
         // LWLock, which no holder of ProcArrayLock waits for).
@@ -129,6 +153,9 @@ pub fn horizon(dboid: u32) -> (u64, bool) {
         } else {
             *writer = Writer::default();
         }
+    }
+    if horizon > state.published {
+        state.floor_keys = false;
     }
     state.published = state.published.max(horizon);
     (horizon, state.overflowed)
@@ -146,4 +173,13 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_outbox_key(
 ) -> pg_sys::Datum {
     // xid8 is a by-value 8-byte type: the datum is the full id itself.
     pg_sys::Datum::from(current_key())
+}
+
+/// `pgaudit_siem._inserted_by_extension()`: whether the statement inserting into the
+/// outbox or the dead letters is one of the extension's own (capture, its SQL functions,
+/// the worker). Anything else (a restore's COPY) has its rows re-keyed by the restore
+/// triggers (sql/delivery.sql).
+#[pg_extern(name = "_inserted_by_extension", volatile, parallel_safe)]
+fn inserted_by_extension() -> bool {
+    crate::pg::internal::active_for_caller()
 }

@@ -35,6 +35,16 @@ pub fn active() -> bool {
     INTERNAL.with(Cell::get)
 }
 
+/// Whether the statement that called the innermost of the extension's own functions now
+/// running was internal: inside one of our functions (which the fmgr hook marks
+/// internal), the caller's state. For checks that run as a function call, such as a
+/// trigger's WHEN condition.
+pub fn active_for_caller() -> bool {
+    FMGR_SAVED
+        .with(|s| s.borrow().last().map(|(_, previous)| *previous))
+        .unwrap_or_else(active)
+}
+
 /// Marks everything run while it lives as internal; restores the previous state on drop.
 #[must_use = "the scope ends when the guard is dropped"]
 pub struct InternalScope {

@@ -318,7 +318,8 @@ fn dump_and_restore(source: &Cluster, target: &Cluster, db: &str) {
     run_checked(
         {
             let mut c = pg_command("pg_restore");
-            c.args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            // Parallel: table data and post-data items in any order the jobs take them.
+            c.args(["-j", "3", "-h", "127.0.0.1", "-U", "postgres", "-p"])
                 .arg(target.port().to_string())
                 .arg("-d")
                 .arg(db)
@@ -387,8 +388,43 @@ fn dump_and_restore_into_another_cluster_resumes_delivery_without_loss_or_resend
         )
         .unwrap()
         .get(0);
+    // A database owner (no right to the outbox or the tokens) dumps without the
+    // extension's data, as the README says.
+    app.batch_execute(
+        "CREATE ROLE owner LOGIN; ALTER DATABASE app OWNER TO owner;
+         ALTER TABLE t OWNER TO owner; ALTER TABLE p OWNER TO owner;
+         ALTER TABLE p_eu OWNER TO owner; ALTER TABLE p_us OWNER TO owner;",
+    )
+    .unwrap();
     drop(app);
+    let owner_dump = run_checked(
+        {
+            let mut c = pg_command("pg_dump");
+            c.args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "owner",
+                "--exclude-table-data=pgaudit_siem.*",
+                "-p",
+            ])
+            .arg(old.port().to_string())
+            .arg("app");
+            c
+        },
+        "pg_dump by the database owner",
+    );
+    let owner_dump = String::from_utf8(owner_dump.stdout).unwrap();
+    assert!(owner_dump.contains("CREATE EXTENSION IF NOT EXISTS pgaudit_siem"));
+    assert!(
+        !owner_dump.contains("dump-token"),
+        "the owner's dump has no SIEM token"
+    );
     let new = builder("ops-dump-new").start();
+    // Roles are the cluster's (pg_dumpall --roles-only), not the dump's.
+    new.connect()
+        .batch_execute("CREATE ROLE owner LOGIN")
+        .unwrap();
     dump_and_restore(&old, &new, "app");
     // The old server is gone before the SIEM is back: only the new one delivers.
     old.stop("fast");
@@ -456,6 +492,98 @@ fn dump_and_restore_into_another_cluster_resumes_delivery_without_loss_or_resend
         m.iter().filter(|&&n| n == 3 || n == 4).count() == 2
     });
     new.assert_no_crash();
+}
+
+/// A table owner renames columns with whatever command renames them: the excluded column
+/// stays out of the events under its new name, a captured column renamed to the excluded
+/// name stays in, and the names a dump keeps follow.
+#[test]
+fn renames_through_any_command_keep_the_exclusions_on_the_same_columns() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("ops-renames").start();
+    let mut c = cluster.connect();
+    c.batch_execute("CREATE EXTENSION pgaudit_siem; CREATE ROLE owner LOGIN")
+        .unwrap();
+    set_up_app(&mut c, &receiver, "{}");
+    c.batch_execute("ALTER TABLE t OWNER TO owner").unwrap();
+    let mut owner = cluster.connect_as("postgres", "owner");
+    // ALTER VIEW ... RENAME COLUMN works on a table, under another command tag.
+    owner
+        .batch_execute("ALTER VIEW t RENAME COLUMN secret TO s2")
+        .unwrap();
+    owner
+        .batch_execute("INSERT INTO t VALUES (1, 'pw', 'a')")
+        .unwrap();
+    expect_exactly(&receiver, "t", &[1], &["s2", "secret"]);
+    owner
+        .batch_execute("ALTER TABLE t RENAME COLUMN note TO secret")
+        .unwrap();
+    owner
+        .batch_execute("INSERT INTO t VALUES (2, 'pw', 'visible')")
+        .unwrap();
+    expect_exactly(&receiver, "t", &[1, 2], &["s2"]);
+    let rows = received_rows(&receiver, "t");
+    assert_eq!(
+        rows[1].1["secret"], "visible",
+        "the renamed captured column stays in"
+    );
+    let names: String = c
+        .query_one(
+            "SELECT exclude_columns::text FROM pgaudit_siem.tracked WHERE relid = 't'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(names, "{s2}", "the names a dump keeps follow the rename");
+    cluster.assert_no_crash();
+}
+
+/// Order keys are transaction ids, never ahead of the next one: after a restart the
+/// durable cursor is below every key written later. (The horizon used to step one past
+/// the last published one when no id had been taken, which in principle lets keys run
+/// ahead of the ids on a quiet server; this workload did not make the old rule drift,
+/// so the test guards the invariant rather than reproducing a loss.)
+#[test]
+fn order_keys_never_run_ahead_of_transaction_ids_across_a_restart() {
+    let receiver = Receiver::start(0, None).unwrap();
+    let mut cluster = builder("ops-keys").start();
+    let mut c = cluster.connect();
+    c.batch_execute("CREATE EXTENSION pgaudit_siem").unwrap();
+    set_up_app(&mut c, &receiver, "{}");
+    c.batch_execute("INSERT INTO t VALUES (1, 'pw', 'a')")
+        .unwrap();
+    expect_exactly(&receiver, "t", &[1], &["secret"]);
+    // Wake-ups of the idle worker from transactions that take no id: each makes the
+    // worker read the horizon.
+    for _ in 0..300 {
+        c.batch_execute("SELECT pgaudit_siem._wake_delivery_at_commit()")
+            .unwrap();
+    }
+    c.batch_execute("INSERT INTO t VALUES (2, 'pw', 'b')")
+        .unwrap();
+    expect_exactly(&receiver, "t", &[1, 2], &["secret"]);
+    // A new transaction's key is its own id (a key above it would sort after events
+    // that a restarted server writes with lower ids).
+    let mut tx = c.transaction().unwrap();
+    let (key, xid): (String, String) = {
+        let row = tx
+            .query_one(
+                "SELECT pgaudit_siem._outbox_key()::text, pg_current_xact_id()::text",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    tx.rollback().unwrap();
+    assert_eq!(key, xid, "the order key ran ahead of the transaction id");
+    drop(c);
+    cluster.restart();
+    cluster
+        .connect()
+        .batch_execute("INSERT INTO t VALUES (3, 'pw', 'c')")
+        .unwrap();
+    expect_exactly(&receiver, "t", &[1, 2, 3], &["secret"]);
+    cluster.assert_no_crash();
 }
 
 #[test]
@@ -738,6 +866,18 @@ fn installs_beside_an_existing_aiven_extras_schema_or_extension() {
         "42723",
         "{refused:?}"
     );
+    // A superuser's schema where others may create: an overload could take the calls.
+    db.batch_execute(
+        "DROP FUNCTION aiven_extras.set_pgaudit_parameter(text, text, text);
+         GRANT CREATE ON SCHEMA aiven_extras TO PUBLIC;",
+    )
+    .unwrap();
+    let refused = db
+        .batch_execute("CREATE EXTENSION pgaudit_siem")
+        .unwrap_err();
+    let refused = refused.as_db_error().unwrap();
+    assert_eq!(refused.code().code(), "42501", "{refused:?}");
+    assert!(refused.message().contains("PUBLIC"), "{refused:?}");
     assert_eq!(
         count(
             &mut db,
