@@ -62,7 +62,7 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'caller_is_attested_wrapper';
 
 CREATE OR REPLACE FUNCTION "_inserted_by_extension"() RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL SAFE 
+STRICT VOLATILE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'inserted_by_extension_wrapper';
 
@@ -239,7 +239,21 @@ AS 'MODULE_PATHNAME', 'uuid_v7_wrapper';
 
 CREATE OR REPLACE FUNCTION pgaudit_siem._tracked_attnums_from_names() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    missing text;
 BEGIN
+    -- A name the table lacks cannot be excluded: refuse rather than capture the column
+    -- that name meant (its registration is left out, so its capture triggers refuse
+    -- writes until it is tracked again).
+    SELECT c INTO missing FROM pg_catalog.unnest(NEW.exclude_columns) c
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = NEW.relid AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+     LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'excluded column "%" of tracked table % does not exist', missing, NEW.relid
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Track the table again with pgaudit_siem.track() and the columns to exclude.';
+    END IF;
     NEW.exclude_attnums := ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute a
                                   WHERE a.attrelid = NEW.relid AND a.attname = ANY (NEW.exclude_columns)
                                     AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
@@ -897,7 +911,7 @@ AS 'MODULE_PATHNAME', 'version_wrapper';
 -- ==== Existing capture triggers take 0.2.0's arguments ====
 -- (0.1.0's carried column names; 0.2.0 reads the exclusions from the registry either way.)
 CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE', 'ALTER TYPE')
     EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
 
 DO $do$

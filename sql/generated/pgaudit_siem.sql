@@ -41,7 +41,7 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'caller_is_attested_wrapper';
 
 CREATE  FUNCTION "_inserted_by_extension"() RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL SAFE 
+STRICT VOLATILE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'inserted_by_extension_wrapper';
 
@@ -229,7 +229,21 @@ CREATE TABLE pgaudit_siem.tracked (
 
 CREATE FUNCTION pgaudit_siem._tracked_attnums_from_names() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    missing text;
 BEGIN
+    -- A name the table lacks cannot be excluded: refuse rather than capture the column
+    -- that name meant (its registration is left out, so its capture triggers refuse
+    -- writes until it is tracked again).
+    SELECT c INTO missing FROM pg_catalog.unnest(NEW.exclude_columns) c
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = NEW.relid AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+     LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'excluded column "%" of tracked table % does not exist', missing, NEW.relid
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Track the table again with pgaudit_siem.track() and the columns to exclude.';
+    END IF;
     NEW.exclude_attnums := ARRAY(SELECT a.attnum FROM pg_catalog.pg_attribute a
                                   WHERE a.attrelid = NEW.relid AND a.attname = ANY (NEW.exclude_columns)
                                     AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
@@ -578,8 +592,9 @@ CREATE FUNCTION pgaudit_siem._on_sql_drop() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'pgaudit_siem_on_sql_drop';
 REVOKE ALL ON FUNCTION pgaudit_siem._on_ddl_command_end(), pgaudit_siem._on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER pgaudit_siem_ddl_command_end ON ddl_command_end
-    -- ALTER VIEW / MATERIALIZED VIEW / FOREIGN TABLE ... RENAME COLUMN also rename a table's columns.
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
+    -- ALTER VIEW / MATERIALIZED VIEW / FOREIGN TABLE ... RENAME COLUMN and ALTER TYPE ...
+    -- RENAME ATTRIBUTE also rename a table's columns.
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE', 'ALTER TYPE')
     EXECUTE FUNCTION pgaudit_siem._on_ddl_command_end();
 CREATE EVENT TRIGGER pgaudit_siem_sql_drop ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION pgaudit_siem._on_sql_drop();

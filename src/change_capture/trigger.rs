@@ -162,27 +162,18 @@ fn registered_exclusions(trigger: &pg_sys::TriggerData, category: &str) -> Vec<i
     }
 }
 
-thread_local! {
-    /// Whether this database's extension objects are 0.1.0's (read once per backend).
-    static REGISTRY_0_1: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
-}
-
 /// Whether the registry still has 0.1.0's shape: the library was upgraded and ALTER
-/// EXTENSION UPDATE has not run. A backend that saw 0.1.0 keeps the names-only query
-/// after an update elsewhere, which the updated registry (names refreshed at every
-/// rename) still answers.
+/// EXTENSION UPDATE has not run. Read at every registration lookup (a relcache miss),
+/// never cached: the update reinstalls every capture trigger, so the first lookup after
+/// it already sees the new version.
 fn registry_is_0_1() -> bool {
-    if let Some(known) = REGISTRY_0_1.with(std::cell::Cell::get) {
-        return known;
-    }
-    let version = Spi::get_one::<String>(
+    Spi::get_one::<String>(
         "SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pgaudit_siem'",
     )
     .ok()
-    .flatten();
-    let old = version.as_deref() == Some("0.1.0");
-    REGISTRY_0_1.with(|r| r.set(Some(old)));
-    old
+    .flatten()
+    .as_deref()
+        == Some("0.1.0")
 }
 
 /// The trigger's first argument: its category. Later arguments (the excluded columns

@@ -179,7 +179,7 @@ pub unsafe extern "C-unwind" fn pgaudit_siem_outbox_key(
 /// outbox or the dead letters is one of the extension's own (capture, its SQL functions,
 /// the worker). Anything else (a restore's COPY) has its rows re-keyed by the restore
 /// triggers (sql/delivery.sql).
-#[pg_extern(name = "_inserted_by_extension", volatile, parallel_safe)]
+#[pg_extern(name = "_inserted_by_extension", volatile, parallel_restricted)]
 fn inserted_by_extension() -> bool {
     crate::pg::internal::active_for_caller()
 }

@@ -527,6 +527,14 @@ fn renames_through_any_command_keep_the_exclusions_on_the_same_columns() {
         rows[1].1["secret"], "visible",
         "the renamed captured column stays in"
     );
+    // ALTER TYPE ... RENAME ATTRIBUTE renames a table's column too (tag ALTER TYPE).
+    owner
+        .batch_execute("ALTER TYPE t RENAME ATTRIBUTE s2 TO s3")
+        .unwrap();
+    owner
+        .batch_execute("INSERT INTO t VALUES (3, 'pw', 'c')")
+        .unwrap();
+    expect_exactly(&receiver, "t", &[1, 2, 3], &["s2", "s3"]);
     let names: String = c
         .query_one(
             "SELECT exclude_columns::text FROM pgaudit_siem.tracked WHERE relid = 't'::regclass",
@@ -534,7 +542,20 @@ fn renames_through_any_command_keep_the_exclusions_on_the_same_columns() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(names, "{s2}", "the names a dump keeps follow the rename");
+    assert_eq!(names, "{s3}", "the names a dump keeps follow the renames");
+    // A registration whose excluded name the table lacks (a stale dump) is refused, not
+    // taken without its exclusion.
+    let refused = c
+        .batch_execute(
+            "INSERT INTO pgaudit_siem.tracked (relid, category, exclude_columns) VALUES ('p', 'orgs', '{nosuch}')
+             ON CONFLICT (relid) DO NOTHING",
+        )
+        .unwrap_err();
+    assert_eq!(
+        refused.as_db_error().unwrap().code().code(),
+        "42703",
+        "{refused:?}"
+    );
     cluster.assert_no_crash();
 }
 
