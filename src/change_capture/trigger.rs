@@ -167,13 +167,7 @@ fn registered_exclusions(trigger: &pg_sys::TriggerData, category: &str) -> Vec<i
 /// never cached: the update reinstalls every capture trigger, so the first lookup after
 /// it already sees the new version.
 fn registry_is_0_1() -> bool {
-    Spi::get_one::<String>(
-        "SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pgaudit_siem'",
-    )
-    .ok()
-    .flatten()
-    .as_deref()
-        == Some("0.1.0")
+    crate::pg::extension::installed_version().as_deref() == Some("0.1.0")
 }
 
 /// The trigger's first argument: its category. Later arguments (the excluded columns

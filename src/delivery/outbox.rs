@@ -116,15 +116,6 @@ pub fn installed() -> bool {
 /// The version this library's SQL queries are written for.
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The installed version of the extension's SQL objects (inside a transaction).
-fn installed_version() -> Option<String> {
-    internal(|| {
-        Spi::get_one::<String>(
-            "SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pgaudit_siem'",
-        )
-    })
-}
-
 /// Runs SPI work as internal statements (never audit-logged).
 fn internal<R>(f: impl FnOnce() -> Result<R, pgrx::spi::Error>) -> R {
     crate::pg::internal::run(|| {
@@ -232,7 +223,9 @@ fn plan(settings: &DeliverySettings, horizon: u64) -> Plan {
     if !installed() {
         return Plan::Exit;
     }
-    if let Some(installed) = installed_version().filter(|v| v != LIBRARY_VERSION) {
+    if let Some(installed) =
+        crate::pg::extension::installed_version().filter(|v| v != LIBRARY_VERSION)
+    {
         // The library was replaced (a package upgrade) before ALTER EXTENSION UPDATE:
         // the tables are the old version's. Events wait, nothing is lost.
         report_once(&format!(

@@ -8,6 +8,7 @@
 //! - [`port`]: the client connection (`struct Port`) and the ClientAuthentication hook.
 //! - [`syscache`]: catalog rows through the syscache.
 //! - [`text`]: cutting text on a UTF-8 boundary.
+//! - [`extension`]: the installed version of the extension's SQL objects.
 //! - [`error`]: raising an ERROR with SQLSTATE and hint, in one message style.
 //! - [`function_info`]: `PG_FUNCTION_INFO_V1` for hand-written C functions.
 //! - [`unguarded`]: raw declarations, checked at compile time against pgrx's bindings.
@@ -16,6 +17,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod extension;
 pub mod function_info;
 pub mod internal;
 pub mod names;
