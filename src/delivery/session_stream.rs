@@ -27,7 +27,7 @@ use pgrx::prelude::*;
 use super::source::{Batch, Endpoint, Plan, Refused, Source};
 use super::worker::{self, Worker};
 use crate::events::chain::Chain;
-use crate::events::spool;
+use crate::events::{json, spool};
 use crate::settings::{self, DeliverySettings};
 use crate::sinks::{self, Event, Origin};
 
@@ -175,14 +175,16 @@ fn stream_label(snapshot: &spool::Snapshot) -> String {
         .to_string()
 }
 
-/// The record's id, read from its fixed-size head.
+/// The record's id.
 fn record_id(line: &str) -> String {
-    line.get(7..43).unwrap_or_default().to_owned()
+    json::top_level_plain_string(line.as_bytes(), b"id")
+        .unwrap_or_default()
+        .to_owned()
 }
 
-/// The record's creation time in seconds since the epoch (`"timestamp"` follows the id).
+/// The record's creation time in seconds since the epoch.
 fn record_time(line: &str) -> f64 {
-    line.get(58..85)
+    json::top_level_plain_string(line.as_bytes(), b"timestamp")
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6)
 }
@@ -446,14 +448,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_id_and_time_are_read_from_the_fixed_head() {
-        let mut head = Vec::new();
-        let id = uuid::Uuid::parse_str("01a23c00-6048-75e7-a57f-285724ff403f").unwrap();
-        crate::events::envelope::write_identity(&mut head, id, 1_735_138_630_123_456);
-        head.extend_from_slice(b",\"sequence\":7}");
-        let line = String::from_utf8(head).unwrap();
-        assert_eq!(record_id(&line), id.to_string());
-        assert_eq!(record_time(&line), 1_735_138_630.123456);
-        assert_eq!(spool::sequence_of(line.as_bytes()), Some(7));
+    fn the_id_time_and_sequence_are_read_from_either_member_order() {
+        let id = "01a23c00-6048-75e7-a57f-285724ff403f";
+        let time = "2024-12-25T14:57:10.123456Z";
+        for line in [
+            // As 0.1 and 0.2.0 wrote them, and in canonical (name) order.
+            format!(r#"{{"id":"{id}","timestamp":"{time}","sequence":7,"event":{{}}}}"#),
+            format!(
+                r#"{{"actor":{{"id":"x"}},"event":{{}},"id":"{id}","line":"\"sequence\":1","sequence":7,"timestamp":"{time}"}}"#
+            ),
+        ] {
+            assert_eq!(record_id(&line), id);
+            assert_eq!(record_time(&line), 1_735_138_630.123456);
+            assert_eq!(spool::sequence_of(line.as_bytes()), Some(7));
+        }
     }
 }

@@ -89,6 +89,12 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
+    if plain_run(s.as_bytes()) == s.len() {
+        // Nothing to escape (the common case): the bytes as they are.
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
@@ -127,7 +133,13 @@ pub fn link(key: Option<&[u8]>, prev: &str, canonical: &[u8]) -> String {
             hasher.finalize().to_vec()
         }
     };
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        text.push(char::from(HEX[usize::from(b >> 4)]));
+        text.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 /// A chain being extended: its id (the session stream's id, or `database:<oid>` of an
@@ -143,13 +155,30 @@ impl Chain {
     /// returns the record as shipped: its canonical form with the `chain` member added,
     /// and its hash (the caller moves `prev` once the record is acknowledged).
     pub fn seal(&self, key: Option<&[u8]>, record: &[u8]) -> Result<(Vec<u8>, String), String> {
-        let mut value: Value =
-            serde_json::from_slice(record).map_err(|e| format!("a record is not JSON: {e}"))?;
-        let Some(members) = value.as_object_mut() else {
-            return Err("a record is not a JSON object".into());
+        self.seal_checked(key, record, is_canonical(record))
+    }
+
+    fn seal_checked(
+        &self,
+        key: Option<&[u8]>,
+        record: &[u8],
+        canonical_already: bool,
+    ) -> Result<(Vec<u8>, String), String> {
+        let canonical = if canonical_already {
+            // Written in canonical form already (the session-audit records are): hashing
+            // the bytes as they are gives the same hash without a parse.
+            let mut sealed = Vec::with_capacity(record.len() + 256);
+            sealed.extend_from_slice(record);
+            sealed
+        } else {
+            let mut value: Value =
+                serde_json::from_slice(record).map_err(|e| format!("a record is not JSON: {e}"))?;
+            let Some(members) = value.as_object_mut() else {
+                return Err("a record is not a JSON object".into());
+            };
+            members.remove("chain");
+            canonical(&value)
         };
-        members.remove("chain");
-        let canonical = canonical(&value);
         let hash = link(key, &self.prev, &canonical);
         let mut sealed = canonical;
         sealed.pop();
@@ -167,6 +196,213 @@ impl Chain {
         sealed.extend_from_slice(b"}}");
         Ok((sealed, hash))
     }
+}
+
+/// Whether `record` is a JSON object already in the canonical form [`canonical`] would
+/// give it, without a `chain` member: then its bytes are what is hashed. Conservative:
+/// anything it is not sure of (a key that is not plain ASCII, a number that is not a
+/// short integer, an escape JCS would not write) answers `false`, and the caller
+/// canonicalises the parsed record instead, so the hash never depends on this check
+/// being complete, only on it being right when it says `true`.
+pub fn is_canonical(record: &[u8]) -> bool {
+    if std::str::from_utf8(record).is_err() || record.first() != Some(&b'{') {
+        return false;
+    }
+    let mut scan = Canonical {
+        bytes: record,
+        at: 0,
+        depth: 0,
+    };
+    scan.object(true) && scan.at == record.len()
+}
+
+/// The deepest nesting [`is_canonical`] follows (records nest three levels).
+const MAX_CANONICAL_DEPTH: usize = 32;
+
+struct Canonical<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    depth: usize,
+}
+
+impl Canonical<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let ok = self.peek() == Some(b);
+        self.at += usize::from(ok);
+        ok
+    }
+
+    fn value(&mut self) -> bool {
+        match self.peek() {
+            Some(b'{') => self.object(false),
+            Some(b'[') => self.array(),
+            Some(b'"') => self.string().is_some(),
+            Some(b'-' | b'0'..=b'9') => self.integer(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => false,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let ok = self.bytes[self.at..].starts_with(word);
+        self.at += if ok { word.len() } else { 0 };
+        ok
+    }
+
+    /// `-?(0|[1-9][0-9]*)` with at most 18 digits: an i64 written back unchanged.
+    fn integer(&mut self) -> bool {
+        let negative = self.eat(b'-');
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        let digits = &self.bytes[start..self.at];
+        let ok = !digits.is_empty()
+            && digits.len() <= 18
+            && !(digits[0] == b'0' && (digits.len() > 1 || negative));
+        ok && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+    }
+
+    /// A string as JCS writes it; returns its raw bytes (between the quotes).
+    fn string(&mut self) -> Option<(usize, usize)> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.at;
+        loop {
+            self.at += plain_run(&self.bytes[self.at..]);
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some((start, self.at - 1));
+                }
+                b'\\' => {
+                    let escape = *self.bytes.get(self.at + 1)?;
+                    match escape {
+                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                        b'u' => {
+                            // Only controls without a short form, in lowercase hex.
+                            let hex = self.bytes.get(self.at + 2..self.at + 6)?;
+                            let lower = |b: u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
+                            if hex[0] != b'0'
+                                || hex[1] != b'0'
+                                || !matches!(hex[2], b'0' | b'1')
+                                || !lower(hex[3])
+                            {
+                                return None;
+                            }
+                            let code = (hex[2] - b'0') * 16
+                                + if hex[3] <= b'9' {
+                                    hex[3] - b'0'
+                                } else {
+                                    hex[3] - b'a' + 10
+                                };
+                            if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return None;
+                            }
+                            self.at += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a raw control character
+            }
+        }
+    }
+
+    fn array(&mut self) -> bool {
+        self.depth += 1;
+        if self.depth > MAX_CANONICAL_DEPTH || !self.eat(b'[') {
+            return false;
+        }
+        if !self.eat(b']') {
+            loop {
+                if !self.value() {
+                    return false;
+                }
+                if self.eat(b']') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return false;
+                }
+            }
+        }
+        self.depth -= 1;
+        true
+    }
+
+    /// Members in strictly increasing key order (plain ASCII keys compare as UTF-16
+    /// does); the top level must not hold `chain`.
+    fn object(&mut self, top: bool) -> bool {
+        self.depth += 1;
+        if self.depth > MAX_CANONICAL_DEPTH || !self.eat(b'{') {
+            return false;
+        }
+        if !self.eat(b'}') {
+            let mut previous: Option<(usize, usize)> = None;
+            loop {
+                let Some((start, end)) = self.string() else {
+                    return false;
+                };
+                let key = &self.bytes[start..end];
+                if !key.iter().all(|b| b.is_ascii() && *b != b'\\')
+                    || previous.is_some_and(|(s, e)| self.bytes[s..e] >= *key)
+                    || (top && key == b"chain")
+                {
+                    return false;
+                }
+                previous = Some((start, end));
+                if !self.eat(b':') || !self.value() {
+                    return false;
+                }
+                if self.eat(b'}') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return false;
+                }
+            }
+        }
+        self.depth -= 1;
+        true
+    }
+}
+
+/// How many leading bytes of `bytes` a string holds as they are (no quote, backslash
+/// or control character), eight at a time.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let special = |word: u64| {
+        let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        // Bytes below 0x20 (bytes of 0x80 and above are UTF-8, never special).
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        zero_byte(word ^ (ONES * u64::from(b'"')))
+            | zero_byte(word ^ (ONES * u64::from(b'\\')))
+            | control
+    };
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if special(word) != 0 {
+            break;
+        }
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        at += 1;
+    }
+    at
 }
 
 /// What a received record says about its place in a chain.
@@ -229,6 +465,147 @@ mod tests {
             String::from_utf8(canonical(&value)).unwrap(),
             "{\"\u{10000}\":2,\"\u{fb01}\":1}"
         );
+    }
+
+    /// A small deterministic generator of JSON values (no extra dependency).
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn text(&mut self) -> String {
+            const PIECES: &[&str] = &[
+                "a",
+                "Z",
+                " ",
+                "\"",
+                "\\",
+                "/",
+                "\n",
+                "\t",
+                "\r",
+                "\u{8}",
+                "\u{c}",
+                "\u{1}",
+                "\u{1f}",
+                "\u{7f}",
+                "é",
+                "€",
+                "\u{2028}",
+                "\u{10000}",
+                "\u{fb01}",
+                "0",
+                ",\"k\":",
+            ];
+            (0..self.below(12))
+                .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
+                .collect()
+        }
+
+        fn value(&mut self, depth: u32) -> Value {
+            match self.below(if depth > 3 { 5 } else { 7 }) {
+                0 => Value::Null,
+                1 => Value::Bool(self.below(2) == 0),
+                2 => Value::from((self.next() as i64) >> self.below(64)),
+                3 => Value::from(self.below(1000) as f64 / 8.0),
+                4 => Value::String(self.text()),
+                5 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+                _ => {
+                    const KEYS: &[&str] =
+                        &["id", "a", "b_c", "sequence", "chain", "Z", "é", "\u{10000}"];
+                    let mut members = serde_json::Map::new();
+                    for _ in 0..self.below(6) {
+                        let key = KEYS[self.below(KEYS.len() as u64) as usize];
+                        members.insert(key.to_owned(), self.value(depth + 1));
+                    }
+                    Value::Object(members)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_canonical_check_never_accepts_what_canonicalising_would_change() {
+        let chain = Chain {
+            stream: "s".into(),
+            prev: GENESIS.into(),
+        };
+        let mut random = Random(0x2545_f491_4f6c_dd1d);
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut value = random.value(0);
+            if !value.is_object() {
+                value = serde_json::json!({ "v": value });
+            }
+            let variants = [
+                canonical(&value),
+                serde_json::to_vec(&value).unwrap(),
+                serde_json::to_vec_pretty(&value).unwrap(),
+            ];
+            for text in variants {
+                if is_canonical(&text) {
+                    accepted += 1;
+                    assert_eq!(
+                        canonical(&serde_json::from_slice(&text).unwrap()),
+                        text,
+                        "accepted a record canonicalising would change: {}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+                // Either way the hash is the one of the parsed record's canonical form.
+                if let Ok(slow) = chain.seal_checked(None, &text, false) {
+                    assert_eq!(chain.seal(None, &text).unwrap(), slow);
+                }
+            }
+        }
+        assert!(accepted > 5_000, "the fast path is taken ({accepted})");
+    }
+
+    #[test]
+    fn the_canonical_check_refuses_each_kind_of_difference() {
+        for text in [
+            r#"{"a":1,"b":2}"#,
+            r#"{"a":{"b":[1,-2,true,false,null,"x\u001f\n\"\\é"]},"z":{}}"#,
+            "{}",
+        ] {
+            assert!(is_canonical(text.as_bytes()), "{text}");
+        }
+        for text in [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a": 1}"#,
+            r#" {"a":1}"#,
+            r#"{"a":1} "#,
+            r#"{"a":"\/"}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\u000A"}"#,
+            r#"{"a":"\u000a"}"#,
+            r#"{"a":"\u001F"}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":1.0}"#,
+            r#"{"a":1e3}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":01}"#,
+            r#"{"a":12345678901234567890}"#,
+            r#"{"chain":1}"#,
+            r#"{"é":1}"#,
+            r#"{"a\"":1}"#,
+            r#"[1]"#,
+            r#"{"a":1"#,
+            r#"{"a":tru}"#,
+        ] {
+            assert!(!is_canonical(text.as_bytes()), "{text}");
+        }
+        assert!(!is_canonical(b"{\"a\":\"\xff\"}"));
     }
 
     #[test]

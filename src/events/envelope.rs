@@ -52,50 +52,111 @@ pub fn write_event(
     database: &str,
     session_user: &str,
 ) {
-    out.extend_from_slice(b",\"event\":{\"category\":");
-    json::push_string(out, category.as_bytes());
-    out.extend_from_slice(b",\"action\":");
-    json::push_string(out, action.as_bytes());
-    out.extend_from_slice(b"},\"org\":");
-    push_org(out, database);
+    out.extend_from_slice(b",\"event\":");
+    push_event(out, category, action, Order::Fixed);
+    out.extend_from_slice(b",\"org\":");
+    push_org(out, database, Order::Fixed);
     out.extend_from_slice(b",\"actor\":");
-    push_actor(out, session_user);
+    push_actor(out, session_user, Order::Fixed);
+}
+
+/// Whether an object's members are written in the envelope's fixed order (change events)
+/// or in name order (the session-audit records, which are written in their canonical
+/// RFC 8785 form so that the hash chain needs no parse).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Fixed,
+    Sorted,
+}
+
+/// `event`: `{"category":…,"action":…}` (in name order: action first).
+pub fn push_event(out: &mut Vec<u8>, category: &str, action: &str, order: Order) {
+    let (first, second) = match order {
+        Order::Fixed => (("category", category), ("action", action)),
+        Order::Sorted => (("action", action), ("category", category)),
+    };
+    out.push(b'{');
+    push_member_start(out, first.0, true);
+    json::push_string(out, first.1.as_bytes());
+    push_member_start(out, second.0, false);
+    json::push_string(out, second.1.as_bytes());
+    out.push(b'}');
+}
+
+/// `"name":` (after a comma unless `first`).
+fn push_member_start(out: &mut Vec<u8>, name: &str, first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// `org`: from `pgaudit_siem.org_*`, or the current database when no org is set.
-fn push_org(out: &mut Vec<u8>, database: &str) {
+pub fn push_org(out: &mut Vec<u8>, database: &str, order: Order) {
     let (id, name, alias) = settings::org();
-    if id.is_empty() && name.is_empty() && alias.is_empty() {
-        out.extend_from_slice(b"{\"id\":null,\"name\":");
-        json::push_string(out, database.as_bytes());
-        out.extend_from_slice(b",\"alias\":");
-        json::push_string(out, database.as_bytes());
-        out.push(b'}');
-        return;
+    let from_settings = !(id.is_empty() && name.is_empty() && alias.is_empty());
+    let write_id = |out: &mut Vec<u8>| {
+        if from_settings {
+            json::push_id(out, &id);
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    };
+    let write_text = |out: &mut Vec<u8>, value: &str| {
+        if from_settings {
+            json::push_optional_string(out, value);
+        } else {
+            json::push_string(out, database.as_bytes());
+        }
+    };
+    out.push(b'{');
+    match order {
+        Order::Fixed => {
+            push_member_start(out, "id", true);
+            write_id(out);
+            push_member_start(out, "name", false);
+            write_text(out, &name);
+            push_member_start(out, "alias", false);
+            write_text(out, &alias);
+        }
+        Order::Sorted => {
+            push_member_start(out, "alias", true);
+            write_text(out, &alias);
+            push_member_start(out, "id", false);
+            write_id(out);
+            push_member_start(out, "name", false);
+            write_text(out, &name);
+        }
     }
-    out.extend_from_slice(b"{\"id\":");
-    json::push_id(out, &id);
-    out.extend_from_slice(b",\"name\":");
-    json::push_optional_string(out, &name);
-    out.extend_from_slice(b",\"alias\":");
-    json::push_optional_string(out, &alias);
     out.push(b'}');
 }
 
 /// `actor`: from `pgaudit_siem.actor_*`, or the login role when no actor id is set.
-fn push_actor(out: &mut Vec<u8>, session_user: &str) {
+pub fn push_actor(out: &mut Vec<u8>, session_user: &str, order: Order) {
     let (id, email, first_name, last_name) = settings::actor();
-    out.extend_from_slice(b"{\"id\":");
-    if id.is_empty() && email.is_empty() {
-        json::push_string(out, session_user.as_bytes());
-    } else {
-        json::push_id(out, &id);
+    let write_id = |out: &mut Vec<u8>| {
+        if id.is_empty() && email.is_empty() {
+            json::push_string(out, session_user.as_bytes());
+        } else {
+            json::push_id(out, &id);
+        }
+    };
+    out.push(b'{');
+    if order == Order::Fixed {
+        push_member_start(out, "id", true);
+        write_id(out);
     }
-    out.extend_from_slice(b",\"email\":");
+    push_member_start(out, "email", order == Order::Sorted);
     json::push_optional_string(out, &email);
-    out.extend_from_slice(b",\"first_name\":");
+    push_member_start(out, "first_name", false);
     json::push_optional_string(out, &first_name);
-    out.extend_from_slice(b",\"last_name\":");
+    if order == Order::Sorted {
+        push_member_start(out, "id", false);
+        write_id(out);
+    }
+    push_member_start(out, "last_name", false);
     json::push_optional_string(out, &last_name);
     out.push(b'}');
 }

@@ -163,17 +163,9 @@ pub fn segments() -> Vec<u64> {
     found
 }
 
-/// The `"sequence":N` of a record line, if it has one.
+/// The top-level `"sequence":N` of a record line, if it has one.
 pub fn sequence_of(line: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = b",\"sequence\":";
-    // The key follows the fixed-size id and timestamp: only the head is searched.
-    let head = &line[..line.len().min(160)];
-    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&line[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+    super::json::top_level_u64(line, b"sequence")
 }
 
 /// The last complete line of a segment (cutting a torn tail), and the segment's size.
@@ -793,7 +785,9 @@ impl Reader {
                         self.next = sequence + 1;
                         bytes += line.len();
                         found = true;
-                        out.push((sequence, String::from_utf8_lossy(&line).into_owned()));
+                        let text = String::from_utf8(std::mem::take(&mut line))
+                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                        out.push((sequence, text));
                     }
                 }
             }

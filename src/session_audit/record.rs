@@ -15,7 +15,8 @@ use std::cell::RefCell;
 use pgrx::pg_sys;
 
 use super::format::{self, Line};
-use crate::events::{envelope, id, json, spool, time};
+use crate::events::envelope::{self, Order};
+use crate::events::{id, json, spool, time};
 use crate::pg::{names, port};
 use crate::settings;
 
@@ -158,40 +159,43 @@ pub fn spool(
     };
     let who = Who::in_transaction();
     let action = String::from_utf8_lossy(line.command).to_ascii_lowercase();
-    spool_record(identity, &action, &who, |tail| {
-        tail.extend_from_slice(b",\"audit\":{\"type\":");
-        tail.extend_from_slice(if line.object_audit {
-            b"\"OBJECT\""
-        } else {
-            b"\"SESSION\""
-        });
-        tail.extend_from_slice(
-            format!(
-                ",\"statement_id\":{},\"substatement_id\":{},\"class\":",
-                line.statement_id, line.substatement_id
-            )
-            .as_bytes(),
-        );
-        json::push_string(tail, line.class.as_bytes());
-        tail.extend_from_slice(b",\"command\":");
-        json::push_string(tail, line.command);
-        tail.extend_from_slice(b",\"object_type\":");
-        push_bytes_or_null(tail, line.object_type);
-        tail.extend_from_slice(b",\"object_name\":");
-        push_bytes_or_null(tail, line.object_name);
-        let (statement, parameter) = format::statement_fields(&line.statement, max_string_length);
-        tail.extend_from_slice(b",\"statement\":");
-        push_bytes_or_null(tail, statement.as_deref());
-        tail.extend_from_slice(b",\"parameter\":");
-        json::push_string(tail, &parameter);
-        tail.extend_from_slice(b",\"rows\":");
+    let (statement, parameter) = format::statement_fields(&line.statement, max_string_length);
+    let audit = |out: &mut Vec<u8>| {
+        // Members in name order (the record is written in canonical form).
+        out.extend_from_slice(b",\"audit\":{\"class\":");
+        json::push_string(out, line.class.as_bytes());
+        out.extend_from_slice(b",\"command\":");
+        json::push_string(out, line.command);
+        out.extend_from_slice(b",\"object_name\":");
+        push_bytes_or_null(out, line.object_name);
+        out.extend_from_slice(b",\"object_type\":");
+        push_bytes_or_null(out, line.object_type);
+        out.extend_from_slice(b",\"parameter\":");
+        json::push_string(out, &parameter);
+        out.extend_from_slice(b",\"rows\":");
         match line.rows {
-            Some(rows) => tail.extend_from_slice(rows.to_string().as_bytes()),
-            None => tail.extend_from_slice(b"null"),
+            Some(rows) => push_integer(out, rows),
+            None => out.extend_from_slice(b"null"),
         }
-        tail.extend_from_slice(b"},\"line\":");
-        json::push_string(tail, text.strip_prefix(b"AUDIT: ").unwrap_or(text));
-    })
+        out.extend_from_slice(b",\"statement\":");
+        push_bytes_or_null(out, statement.as_deref());
+        out.extend_from_slice(b",\"statement_id\":");
+        push_integer(out, line.statement_id);
+        out.extend_from_slice(b",\"substatement_id\":");
+        push_integer(out, line.substatement_id);
+        out.extend_from_slice(if line.object_audit {
+            b",\"type\":\"OBJECT\"}"
+        } else {
+            b",\"type\":\"SESSION\"}"
+        });
+    };
+    let text = text.strip_prefix(b"AUDIT: ").unwrap_or(text);
+    spool_record(identity, &action, &who, audit, LineMember::Text(text))
+}
+
+/// Appends an integer without allocating.
+pub fn push_integer(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Whose session a record describes.
@@ -286,13 +290,24 @@ impl Who {
     }
 }
 
-/// Builds one record of `action` about `who`, with `members` (each written as
-/// `,"name":value`) after `event`, and appends it to the spool.
+/// The `line` member of a record: the AUDIT line, `null`, or none at all.
+pub enum LineMember<'a> {
+    Absent,
+    Null,
+    Text(&'a [u8]),
+}
+
+/// Builds one record of `action` about `who` and appends it to the spool. The record is
+/// written in its canonical (RFC 8785) form, members in name order at every level, so
+/// the shipper hashes it for the chain as it is: `before_event` writes the record's own
+/// members whose names sort before `event` (`audit`, `connection`, `error`), each as
+/// `,"name":value`, in name order; `line` comes between `id` and `org`.
 pub fn spool_record(
     identity: spool::StreamIdentity,
     action: &str,
     who: &Who,
-    members: impl FnOnce(&mut Vec<u8>),
+    before_event: impl FnOnce(&mut Vec<u8>),
+    line: LineMember<'_>,
 ) -> Result<u64, spool::Refused> {
     let (spool_max_bytes, segment_bytes) = settings::session_stream_limits();
     HALVES.with(|halves| {
@@ -301,50 +316,59 @@ pub fn spool_record(
         head.clear();
         tail.clear();
         let now = time::now_unix_micros();
-        envelope::write_identity(head, id::next_id(now), now);
+        head.extend_from_slice(b"{\"actor\":");
+        envelope::push_actor(head, &who.session_user, Order::Sorted);
+        before_event(head);
+        head.extend_from_slice(b",\"event\":");
+        envelope::push_event(head, "session_audit", action, Order::Sorted);
+        push_id(head, id::next_id(now));
+        match line {
+            LineMember::Absent => {}
+            LineMember::Null => head.extend_from_slice(b",\"line\":null"),
+            LineMember::Text(text) => {
+                head.extend_from_slice(b",\"line\":");
+                json::push_string(head, text);
+            }
+        }
+        head.extend_from_slice(b",\"org\":");
+        envelope::push_org(head, &who.database, Order::Sorted);
         head.extend_from_slice(b",\"sequence\":");
-        envelope::write_event(
-            tail,
-            "session_audit",
-            action,
-            &who.database,
-            &who.session_user,
-        );
-        members(tail);
-        tail.extend_from_slice(b",\"session\":{\"database\":");
-        json::push_string(tail, who.database.as_bytes());
-        tail.extend_from_slice(b",\"session_user\":");
-        json::push_string(tail, who.session_user.as_bytes());
-        tail.extend_from_slice(b",\"current_user\":");
-        json::push_string(tail, who.current_user.as_bytes());
-        tail.extend_from_slice(b",\"application_name\":");
-        json::push_string(tail, who.application_name.as_bytes());
         // SAFETY: reads the top-level transaction id, if one was assigned.
         let xid = unsafe { pg_sys::GetTopFullTransactionIdIfAny() }.value;
         // SAFETY: plain reads of process globals.
         let (pid, standby) = unsafe { (pg_sys::MyProcPid, pg_sys::RecoveryInProgress()) };
         facts(|f| {
+            tail.extend_from_slice(b",\"session\":{\"application_name\":");
+            json::push_string(tail, who.application_name.as_bytes());
+            tail.extend_from_slice(b",\"backend_start\":");
+            json::push_string(tail, f.backend_start.as_bytes());
             tail.extend_from_slice(b",\"client_addr\":");
             push_bytes_or_null(tail, f.client_addr.as_deref().map(str::as_bytes));
             tail.extend_from_slice(b",\"client_port\":");
             match f.client_port {
-                Some(p) => tail.extend_from_slice(p.to_string().as_bytes()),
+                Some(p) => push_integer(tail, p),
                 None => tail.extend_from_slice(b"null"),
             }
-            tail.extend_from_slice(format!(",\"pid\":{pid},\"session_id\":").as_bytes());
+            tail.extend_from_slice(b",\"current_user\":");
+            json::push_string(tail, who.current_user.as_bytes());
+            tail.extend_from_slice(b",\"database\":");
+            json::push_string(tail, who.database.as_bytes());
+            tail.extend_from_slice(b",\"pid\":");
+            push_integer(tail, pid);
+            tail.extend_from_slice(b",\"session_id\":");
             json::push_string(tail, f.session_id.as_bytes());
-            tail.extend_from_slice(b",\"backend_start\":");
-            json::push_string(tail, f.backend_start.as_bytes());
+            tail.extend_from_slice(b",\"session_user\":");
+            json::push_string(tail, who.session_user.as_bytes());
             tail.extend_from_slice(b",\"transaction_id\":");
             if xid == 0 {
                 tail.extend_from_slice(b"null");
             } else {
-                tail.extend_from_slice(xid.to_string().as_bytes());
+                push_integer(tail, xid);
             }
-            tail.extend_from_slice(b"},\"source\":{\"host\":");
-            json::push_string(tail, f.host.as_bytes());
-            tail.extend_from_slice(b",\"cluster\":");
+            tail.extend_from_slice(b"},\"source\":{\"cluster\":");
             json::push_string(tail, f.cluster.as_bytes());
+            tail.extend_from_slice(b",\"host\":");
+            json::push_string(tail, f.host.as_bytes());
             tail.extend_from_slice(b",\"role\":");
             json::push_string(tail, if standby { b"standby" } else { b"primary" });
             tail.extend_from_slice(b",\"stream\":\"");
@@ -354,8 +378,9 @@ pub fn spool_record(
                     .encode_lower(&mut uuid::Uuid::encode_buffer())
                     .as_bytes(),
             );
-            tail.extend_from_slice(b"\"}}");
+            tail.extend_from_slice(b"\"}");
         });
+        push_timestamp_and_close(tail, now);
         let result = spool::append(
             head,
             tail,
@@ -373,7 +398,26 @@ pub fn spool_record(
     })
 }
 
-/// The record that tells the SIEM `count` records went to the server log instead.
+/// `,"id":"<uuid>"`.
+fn push_id(out: &mut Vec<u8>, id: uuid::Uuid) {
+    out.extend_from_slice(b",\"id\":\"");
+    out.extend_from_slice(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .as_bytes(),
+    );
+    out.push(b'"');
+}
+
+/// `,"timestamp":"…"}`: the last member, which closes the record.
+fn push_timestamp_and_close(out: &mut Vec<u8>, unix_micros: i64) {
+    out.extend_from_slice(b",\"timestamp\":");
+    json::push_string(out, time::rfc3339_utc(unix_micros).as_bytes());
+    out.push(b'}');
+}
+
+/// The record that tells the SIEM `count` records went to the server log instead
+/// (canonical form, as [`spool_record`]).
 fn overflow_record(
     count: u64,
     since: i64,
@@ -381,23 +425,22 @@ fn overflow_record(
     session_user: &str,
 ) -> (Vec<u8>, Vec<u8>) {
     let now = time::now_unix_micros();
-    let mut head = Vec::with_capacity(160);
-    envelope::write_identity(&mut head, id::next_id(now), now);
-    head.extend_from_slice(b",\"sequence\":");
-    let mut tail = Vec::with_capacity(400);
-    envelope::write_event(
-        &mut tail,
-        "session_audit",
-        "spool_overflow",
-        database,
-        session_user,
-    );
-    tail.extend_from_slice(
-        format!(",\"overflow\":{{\"records_in_server_log\":{count},\"since\":").as_bytes(),
-    );
-    json::push_string(&mut tail, time::rfc3339_utc(since).as_bytes());
-    tail.extend_from_slice(b",\"until\":");
-    json::push_string(&mut tail, time::rfc3339_utc(now).as_bytes());
-    tail.extend_from_slice(b"}}");
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"{\"actor\":");
+    envelope::push_actor(&mut head, session_user, Order::Sorted);
+    head.extend_from_slice(b",\"event\":");
+    envelope::push_event(&mut head, "session_audit", "spool_overflow", Order::Sorted);
+    push_id(&mut head, id::next_id(now));
+    head.extend_from_slice(b",\"org\":");
+    envelope::push_org(&mut head, database, Order::Sorted);
+    head.extend_from_slice(b",\"overflow\":{\"records_in_server_log\":");
+    push_integer(&mut head, count);
+    head.extend_from_slice(b",\"since\":");
+    json::push_string(&mut head, time::rfc3339_utc(since).as_bytes());
+    head.extend_from_slice(b",\"until\":");
+    json::push_string(&mut head, time::rfc3339_utc(now).as_bytes());
+    head.extend_from_slice(b"},\"sequence\":");
+    let mut tail = Vec::with_capacity(48);
+    push_timestamp_and_close(&mut tail, now);
     (head, tail)
 }

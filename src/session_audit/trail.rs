@@ -21,7 +21,7 @@ use std::ffi::{c_int, c_void, CStr};
 use pgrx::pg_sys;
 
 use super::format;
-use super::record::{self, Who};
+use super::record::{self, LineMember, Who};
 use super::stack;
 use crate::events::{json, spool, time};
 use crate::pg::port;
@@ -68,42 +68,68 @@ fn guarded(f: impl FnOnce()) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spool::quietly(f)));
 }
 
-fn write_connection(
-    tail: &mut Vec<u8>,
-    connection: &port::Connection,
-    extra: impl FnOnce(&mut Vec<u8>),
-) {
-    tail.extend_from_slice(b",\"connection\":{\"role\":");
-    json::push_string(tail, connection.user_name.as_bytes());
-    tail.extend_from_slice(b",\"database\":");
-    json::push_string(tail, connection.database_name.as_bytes());
-    tail.extend_from_slice(b",\"client_addr\":");
-    if connection.remote_host.is_empty() {
-        tail.extend_from_slice(b"null");
-    } else {
-        json::push_string(tail, connection.remote_host.as_bytes());
-    }
-    tail.extend_from_slice(b",\"client_port\":");
-    match connection.remote_port {
-        Some(p) => tail.extend_from_slice(p.to_string().as_bytes()),
-        None => tail.extend_from_slice(b"null"),
-    }
-    tail.extend_from_slice(b",\"method\":");
-    match connection.auth_method {
-        Some(m) => json::push_string(tail, m.as_bytes()),
-        None => tail.extend_from_slice(b"null"),
-    }
-    tail.extend_from_slice(if connection.ssl {
-        b",\"ssl\":true,\"application_name\":"
-    } else {
-        b",\"ssl\":false,\"application_name\":"
-    });
-    json::push_string(tail, connection.application_name.as_bytes());
-    extra(tail);
-    tail.push(b'}');
+/// A record's member value, already JSON.
+type Member = (&'static str, Vec<u8>);
+
+fn json_string(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 2);
+    json::push_string(&mut out, value);
+    out
 }
 
-fn spool_connection(action: &str, connection: &port::Connection, extra: impl FnOnce(&mut Vec<u8>)) {
+/// `,"connection":{…}` with `extra` members, all in name order (canonical form).
+fn write_connection(out: &mut Vec<u8>, connection: &port::Connection, extra: Vec<Member>) {
+    let optional = |value: &str| {
+        if value.is_empty() {
+            b"null".to_vec()
+        } else {
+            json_string(value.as_bytes())
+        }
+    };
+    let mut members: Vec<Member> = vec![
+        ("role", json_string(connection.user_name.as_bytes())),
+        ("database", json_string(connection.database_name.as_bytes())),
+        ("client_addr", optional(&connection.remote_host)),
+        (
+            "client_port",
+            connection
+                .remote_port
+                .map_or_else(|| b"null".to_vec(), |p| p.to_string().into_bytes()),
+        ),
+        (
+            "method",
+            connection
+                .auth_method
+                .map_or_else(|| b"null".to_vec(), |m| json_string(m.as_bytes())),
+        ),
+        (
+            "ssl",
+            if connection.ssl {
+                b"true".to_vec()
+            } else {
+                b"false".to_vec()
+            },
+        ),
+        (
+            "application_name",
+            json_string(connection.application_name.as_bytes()),
+        ),
+    ];
+    members.extend(extra);
+    members.sort_by_key(|(name, _)| *name);
+    out.extend_from_slice(b",\"connection\":{");
+    for (i, (name, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::push_string(out, name.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+}
+
+fn spool_connection(action: &str, connection: &port::Connection, extra: Vec<Member>) {
     let Some(identity) = spool::identity() else {
         return;
     };
@@ -111,9 +137,13 @@ fn spool_connection(action: &str, connection: &port::Connection, extra: impl FnO
     if who.session_user.is_empty() {
         who.session_user = connection.user_name.clone();
     }
-    let _ = record::spool_record(identity, action, &who, |tail| {
-        write_connection(tail, connection, extra)
-    });
+    let _ = record::spool_record(
+        identity,
+        action,
+        &who,
+        |out| write_connection(out, connection, extra),
+        LineMember::Absent,
+    );
 }
 
 /// The ClientAuthentication hook: `status` is PostgreSQL's verdict. Failures are
@@ -131,7 +161,7 @@ pub unsafe fn at_client_authentication(port: *mut c_void, status: c_int) {
         let Some(connection) = (unsafe { port::read(port) }) else {
             return;
         };
-        spool_connection("connect", &connection, |_| {});
+        spool_connection("connect", &connection, Vec::new());
         CONNECTED_AT.with(|c| c.set(time::now_unix_micros()));
         // SAFETY: registers a callback PostgreSQL runs once at backend exit.
         unsafe { pg_sys::before_shmem_exit(Some(at_backend_exit), pg_sys::Datum::from(0)) };
@@ -149,11 +179,14 @@ unsafe extern "C-unwind" fn at_backend_exit(_code: c_int, _arg: pg_sys::Datum) {
         // Integers only: records are canonicalised (RFC 8785) for the hash chain.
         let micros = (time::now_unix_micros() - connected_at).max(0);
         let statements = STATEMENTS.with(Cell::get);
-        spool_connection("disconnect", &connection, |tail| {
-            tail.extend_from_slice(
-                format!(",\"duration_us\":{micros},\"statements\":{statements}").as_bytes(),
-            );
-        });
+        spool_connection(
+            "disconnect",
+            &connection,
+            vec![
+                ("duration_us", micros.to_string().into_bytes()),
+                ("statements", statements.to_string().into_bytes()),
+            ],
+        );
     });
 }
 
@@ -218,12 +251,14 @@ pub unsafe fn at_error_report(edata: *mut pg_sys::ErrorData) {
                 let (message, detail_log) =
                     unsafe { (cstr((*edata).message), cstr((*edata).detail_log)) };
                 let class = failure_class(&sqlstate, &message, &detail_log);
-                spool_connection("authentication_failed", &connection, |tail| {
-                    tail.extend_from_slice(b",\"failure\":");
-                    json::push_string(tail, class.as_bytes());
-                    tail.extend_from_slice(b",\"sqlstate\":");
-                    json::push_string(tail, sqlstate.as_bytes());
-                });
+                spool_connection(
+                    "authentication_failed",
+                    &connection,
+                    vec![
+                        ("failure", json_string(class.as_bytes())),
+                        ("sqlstate", json_string(sqlstate.as_bytes())),
+                    ],
+                );
             }
             return;
         }
@@ -273,29 +308,33 @@ fn spool_error(sqlstate: &str, message: &str) {
         .and_then(|id| stack::with_event(id, |e| (e.statement_id, e.substatement_id)))
         .filter(|(statement_id, _)| *statement_id > 0);
     let who = Who::without_catalog();
-    let _ = record::spool_record(identity, "error", &who, |tail| {
-        tail.extend_from_slice(b",\"error\":{\"severity\":\"ERROR\",\"sqlstate\":");
-        json::push_string(tail, sqlstate.as_bytes());
-        tail.extend_from_slice(b",\"message\":");
-        if redacted {
-            json::push_string(tail, format::REDACTED);
-        } else {
-            json::push_string(tail, message.as_bytes());
-        }
-        tail.extend_from_slice(b"},\"audit\":{\"statement_id\":");
-        match ids {
-            Some((statement_id, substatement_id)) => tail.extend_from_slice(
-                format!("{statement_id},\"substatement_id\":{substatement_id}").as_bytes(),
-            ),
-            None => tail.extend_from_slice(b"null,\"substatement_id\":null"),
-        }
-        tail.extend_from_slice(b",\"statement\":");
+    let audit_and_error = |out: &mut Vec<u8>| {
+        // Members in name order (canonical form).
+        out.extend_from_slice(b",\"audit\":{\"statement\":");
         match &statement {
-            Some(text) => json::push_string(tail, text),
-            None => tail.extend_from_slice(b"null"),
+            Some(text) => json::push_string(out, text),
+            None => out.extend_from_slice(b"null"),
         }
-        tail.extend_from_slice(b"},\"line\":null");
-    });
+        out.extend_from_slice(b",\"statement_id\":");
+        match ids {
+            Some((statement_id, substatement_id)) => {
+                record::push_integer(out, statement_id);
+                out.extend_from_slice(b",\"substatement_id\":");
+                record::push_integer(out, substatement_id);
+            }
+            None => out.extend_from_slice(b"null,\"substatement_id\":null"),
+        }
+        out.extend_from_slice(b"},\"error\":{\"message\":");
+        if redacted {
+            json::push_string(out, format::REDACTED);
+        } else {
+            json::push_string(out, message.as_bytes());
+        }
+        out.extend_from_slice(b",\"severity\":\"ERROR\",\"sqlstate\":");
+        json::push_string(out, sqlstate.as_bytes());
+        out.push(b'}');
+    };
+    let _ = record::spool_record(identity, "error", &who, audit_and_error, LineMember::Null);
 }
 
 #[cfg(test)]

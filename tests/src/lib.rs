@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 
 pub mod receiver;
 
+/// The extension's hash-chain code (`src/events/chain.rs`), shared with the verifier.
+#[path = "../../src/events/chain.rs"]
+#[allow(dead_code)]
+pub mod chain;
+
 pub use postgres;
 use postgres::{Client, NoTls};
 

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use pgaudit_siem_tests::chain;
 use pgaudit_siem_tests::receiver::{Faults, Receiver};
 use pgaudit_siem_tests::{audit_lines, server_owned, wait_until, Cluster, ClusterBuilder};
 use serde_json::Value;
@@ -68,6 +69,29 @@ fn wait_for_all_lines(cluster: &Cluster, receiver: &Receiver) -> Vec<String> {
         },
     );
     server
+}
+
+/// Every record in the spool is written in its canonical (RFC 8785) form, so that the
+/// shipper hashes it for the chain without parsing it.
+fn assert_spool_is_canonical(cluster: &Cluster) {
+    let dir = cluster.data_dir().join("pgaudit_siem_spool");
+    let mut records = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            records += 1;
+            assert!(
+                chain::is_canonical(line),
+                "a spooled record is not in canonical form: {}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+    assert!(records > 0, "the spool holds records");
 }
 
 fn assert_gapless(receiver: &Receiver) {
@@ -137,6 +161,7 @@ fn every_audit_line_arrives_as_a_record_equal_to_the_server_log() {
         "the stream's lines are the server log's"
     );
     assert_gapless(&receiver);
+    assert_spool_is_canonical(&cluster);
     // The fields match the line, and identity comes from the server.
     let records = audit_records(&receiver);
     let insert = records
@@ -362,6 +387,7 @@ fn a_full_spool_falls_back_to_the_server_log_and_says_so() {
         })
     });
     assert_gapless(&receiver);
+    assert_spool_is_canonical(&cluster);
     cluster.assert_no_crash();
 }
 
@@ -574,6 +600,7 @@ fn connections_and_failed_logins_are_records_without_passwords() {
         "a password reached the SIEM"
     );
     assert_gapless(&receiver);
+    assert_spool_is_canonical(&cluster);
     cluster.assert_no_crash();
 }
 
@@ -667,6 +694,7 @@ fn failed_statements_of_audited_sessions_are_error_records() {
     );
     assert!(!everything.contains("division by zero"));
     assert_gapless(&receiver);
+    assert_spool_is_canonical(&cluster);
     cluster.assert_no_crash();
 }
 

@@ -8,11 +8,9 @@
 //! Exit status: 0 when every chain is whole, 1 when a problem was found, 2 on usage or
 //! input errors.
 //!
-//! The chain code is the extension's own (`src/events/chain.rs`), compiled in here.
+//! The chain code is the extension's own (`src/events/chain.rs`, through the harness crate).
 
-#[path = "../../../src/events/chain.rs"]
-#[allow(dead_code)]
-mod chain;
+use pgaudit_siem_tests::chain;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
