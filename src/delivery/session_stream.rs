@@ -66,6 +66,7 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
         synced_from: 0,
         synced_below: 0,
         reported_problem: None,
+        prepare_failed: false,
     };
     let origin = Origin {
         host: worker::host_name(),
@@ -88,6 +89,8 @@ struct SpoolSource {
     synced_below: u64,
     /// The configuration problem last reported (each is logged once).
     reported_problem: Option<String>,
+    /// Preparing the next segment failed last time (reported once).
+    prepare_failed: bool,
 }
 
 impl SpoolSource {
@@ -387,6 +390,18 @@ impl Source for SpoolSource {
     }
 
     fn tick(&mut self) {
+        let (_, segment_bytes) = settings::session_stream_limits();
+        match spool::prepare_next_segment(segment_bytes) {
+            Ok(()) => self.prepare_failed = false,
+            // Rotations then start an empty file, as without a prepared segment.
+            Err(e) if !self.prepare_failed => {
+                self.prepare_failed = true;
+                warning!(
+                    "pgaudit_siem: preparing the next session-audit spool segment failed: {e}"
+                );
+            }
+            Err(_) => {}
+        }
         if self.last_sync.elapsed() < settings::session_stream().sync_interval {
             return;
         }

@@ -3,20 +3,28 @@
 //!
 //! Layout under the data directory, `pgaudit_siem_spool/`:
 //! - `<first sequence, 16 hex digits>.seg`: append-only segments, one JSON record per
-//!   line, in `sequence` order;
+//!   line, in `sequence` order; the last may be followed by zeros (a prepared segment);
+//! - `next.prepared`: a zeroed segment the shipper keeps ready for the next rotation;
 //! - `identity`: the stream id and the (device, inode) of this directory;
 //! - `shipped`: the last sequence the SIEM acknowledged and its chain hash;
 //! - `dead_letter.ndjson`: records the SIEM refused for good, with its answer.
 //!
 //! # Invariants
 //! - A record exists once its line would be emitted: a backend assigns the next
-//!   `sequence` and appends the whole record with one `writev` under one exclusive lock,
-//!   so file order is sequence order and a record in the page cache survives SIGKILL of
-//!   any process, a crash restart and an immediate shutdown. Only an operating-system
-//!   crash can lose what the shipper has not yet flushed (`session_audit_sync_interval`).
+//!   `sequence` and writes the whole record under one exclusive lock, so file order is
+//!   sequence order: with one `writev`, or, into a prepared segment, by copying it into
+//!   the backend's shared mapping of the file (the page cache's own page: no system call
+//!   per record, no page allocated under the lock). Either way the record is in the page
+//!   cache and survives SIGKILL of any process, a crash restart and an immediate
+//!   shutdown. Only an operating-system crash can lose what the shipper has not yet
+//!   flushed (`session_audit_sync_interval`).
+//! - A mapping is only ever written below the file's length: a prepared segment is cut
+//!   to its records only once the spool has moved on to the next one (under the lock),
+//!   or by recovery, when no process of the previous server is left.
 //! - Sequences are gapless and survive restarts: shared memory is rebuilt from the files
-//!   (after a crash restart too) by the first process that needs it, which cuts a torn
-//!   last line and continues after the last complete record.
+//!   (after a crash restart too) by the first process that needs it, which reads the
+//!   last segment's records from its start while they are whole and consecutive, cuts
+//!   what follows (a torn record, zeros) and continues after the last one.
 //! - A copied directory (base backup, restore) is recognised by its inode: the copy's
 //!   records belong to the server it was copied from, so they are dropped and the copy
 //!   starts a stream of its own (new stream id, sequence 1).
@@ -29,7 +37,7 @@
 
 use std::cell::RefCell;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -53,6 +61,9 @@ pub struct SpoolState {
     /// First sequence (and name) of the segment being written.
     segment: u64,
     segment_bytes: u64,
+    /// The size of the segment being written when it is a prepared one (zeroed ahead by
+    /// the shipper and written through a shared mapping); 0 for one written by `write`.
+    capacity: u64,
     /// Bytes of every segment still on disk.
     total_bytes: u64,
     /// Bytes of records not yet acknowledged (what `session_audit_spool_max_size`
@@ -83,6 +94,7 @@ impl Default for SpoolState {
             next_sequence: 1,
             segment: 1,
             segment_bytes: 0,
+            capacity: 0,
             total_bytes: 0,
             unshipped_bytes: 0,
             stream_id: [0; 16],
@@ -168,42 +180,55 @@ pub fn sequence_of(line: &[u8]) -> Option<u64> {
     super::json::top_level_u64(line, b"sequence")
 }
 
-/// The last complete line of a segment (cutting a torn tail), and the segment's size.
-fn last_record(path: &Path) -> std::io::Result<(Option<u64>, u64)> {
-    let mut file = fs::OpenOptions::new().read(true).write(true).open(path)?;
+/// The records of the segment that starts at `first`: the last one's sequence and where
+/// it ends. Records are read from the start while each is whole and numbered one after
+/// the other; whatever follows (a record torn by an operating-system crash, the zeroed
+/// rest of a prepared segment, bytes of a page that never reached the disk) is cut off.
+/// Memory is bounded by one record.
+fn last_record(path: &Path, first: u64) -> std::io::Result<(Option<u64>, u64)> {
+    let file = fs::OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
-    let mut tail_start = len.saturating_sub(64 * 1024);
-    loop {
-        file.seek(SeekFrom::Start(tail_start))?;
-        let mut tail = Vec::with_capacity((len - tail_start) as usize);
-        Read::by_ref(&mut file)
-            .take(len - tail_start)
-            .read_to_end(&mut tail)?;
-        let Some(last_newline) = tail.iter().rposition(|&b| b == b'\n') else {
-            if tail_start == 0 {
-                // No complete record: an empty (or wholly torn) segment.
-                file.set_len(0)?;
-                return Ok((None, 0));
+    let mut reader = std::io::BufReader::with_capacity(1024 * 1024, &file);
+    let mut line = Vec::new();
+    let (mut end, mut last) = (0u64, None::<u64>);
+    'records: loop {
+        line.clear();
+        // One line, stopping at a NUL byte (never part of a record: JSON escapes it).
+        loop {
+            let buffer = std::io::BufRead::fill_buf(&mut reader)?;
+            if buffer.is_empty() {
+                break 'records; // no newline before the end: torn, or nothing
             }
-            tail_start = tail_start.saturating_sub(1024 * 1024);
-            continue;
-        };
-        let complete = tail_start + last_newline as u64 + 1;
-        if complete < len {
-            // A record cut short by a crash of the OS mid-write: never acknowledged to
-            // anyone as written, so it is dropped and its number reused.
-            file.set_len(complete)?;
+            match memchr::memchr2(b'\n', 0, buffer) {
+                Some(i) if buffer[i] == b'\n' => {
+                    line.extend_from_slice(&buffer[..i]);
+                    std::io::BufRead::consume(&mut reader, i + 1);
+                    break;
+                }
+                Some(_) => break 'records,
+                None => {
+                    let n = buffer.len();
+                    line.extend_from_slice(buffer);
+                    std::io::BufRead::consume(&mut reader, n);
+                    if line.len() > MAX_READ_LINE_BYTES {
+                        break 'records;
+                    }
+                }
+            }
         }
-        let before = tail[..last_newline]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        if before == 0 && tail_start > 0 {
-            tail_start = tail_start.saturating_sub(1024 * 1024);
-            continue;
+        let expected = last.map_or(first, |s| s + 1);
+        if sequence_of(&line) != Some(expected) {
+            break;
         }
-        return Ok((sequence_of(&tail[before..last_newline]), complete));
+        last = Some(expected);
+        end += line.len() as u64 + 1;
     }
+    drop(reader);
+    if end < len {
+        // Never acknowledged to anyone as written: dropped, their numbers reused.
+        file.set_len(end)?;
+    }
+    Ok((last, end))
 }
 
 fn directory_identity() -> std::io::Result<(u64, u64)> {
@@ -281,7 +306,7 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
     }
     let (segment, segment_bytes, next) = match list.last() {
         Some(&last) => {
-            let (last_sequence, size) = last_record(&segment_path(last))?;
+            let (last_sequence, size) = last_record(&segment_path(last), last)?;
             total = total.saturating_sub(
                 fs::metadata(segment_path(last))
                     .map(|m| m.len())
@@ -306,6 +331,8 @@ fn recover(state: &mut SpoolState) -> std::io::Result<()> {
     state.next_sequence = next;
     state.segment = segment;
     state.segment_bytes = segment_bytes;
+    // Recovery cuts the segment to its records: it continues as a written one.
+    state.capacity = 0;
     state.total_bytes = total;
     // Segments whose records are all shipped (kept for session_audit_retention) do not
     // count against the spool's limit; the one holding the shipped position does, whole.
@@ -491,19 +518,87 @@ fn write_record(
     segment_size: u64,
 ) -> std::io::Result<u64> {
     let sequence = state.next_sequence;
-    let number = sequence.to_string();
+    let mut number = itoa::Buffer::new();
+    let number = number.format(sequence).as_bytes();
     let size = (head.len() + number.len() + tail.len() + 1) as u64;
-    if state.segment_bytes > 0 && state.segment_bytes + size > segment_size {
-        // Rotate: the new segment is named by its first sequence.
-        fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(segment_path(sequence))?;
-        state.segment = sequence;
-        state.segment_bytes = 0;
+    let limit = if state.capacity > 0 {
+        state.capacity
+    } else {
+        segment_size
+    };
+    if state.segment_bytes > 0 && state.segment_bytes + size > limit {
+        rotate(state, sequence, size)?;
     }
-    let segment = state.segment;
+    if state.capacity > 0 && state.segment_bytes + size > state.capacity {
+        // A record larger than an empty prepared segment: the segment is written the
+        // ordinary way instead (nobody has mapped it: it holds no record).
+        fs::OpenOptions::new()
+            .write(true)
+            .open(segment_path(state.segment))?
+            .set_len(state.segment_bytes)?;
+        state.capacity = 0;
+    }
+    let parts = [head, number, tail, b"\n"];
+    if state.capacity > 0 {
+        if write_mapped(state.segment, state.capacity, state.segment_bytes, &parts).is_err() {
+            // No mapping (a file system that cannot map files, no address space left):
+            // the same bytes at the same place with a system call.
+            write_at(state.segment, state.segment_bytes, &parts)?;
+        }
+    } else {
+        write_appended(state.segment, &parts, size)?;
+    }
+    state.next_sequence += 1;
+    state.segment_bytes += size;
+    state.total_bytes += size;
+    state.unshipped_bytes += size;
+    Ok(sequence)
+}
+
+/// Starts the segment whose first record is `first`: the prepared one when there is one
+/// that can hold a record of `size` bytes, else a new empty file.
+fn rotate(state: &mut SpoolState, first: u64, size: u64) -> std::io::Result<()> {
+    if state.capacity > 0 {
+        // The finished segment ends at its last record (a prepared one was longer).
+        // Before the next segment exists, so that only the last segment can ever hold
+        // anything after its records.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(segment_path(state.segment))?
+            .set_len(state.segment_bytes)?;
+        state.capacity = 0;
+    }
+    let path = segment_path(first);
+    let capacity = match fs::rename(prepared_path(), &path) {
+        Ok(()) => {
+            let len = fs::metadata(&path)?.len();
+            if len >= size {
+                len
+            } else {
+                fs::OpenOptions::new().write(true).open(&path)?.set_len(0)?;
+                0
+            }
+        }
+        Err(_) => {
+            // Emptied if a failed rotation left the file behind: a segment is named by
+            // its first record, which does not exist yet.
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            0
+        }
+    };
+    state.segment = first;
+    state.segment_bytes = 0;
+    state.capacity = capacity;
+    Ok(())
+}
+
+/// Appends a record to a segment written the ordinary way.
+fn write_appended(segment: u64, parts: &[&[u8]; 4], size: u64) -> std::io::Result<()> {
     OPEN_SEGMENT.with(|open| -> std::io::Result<()> {
         let mut open = open.borrow_mut();
         if open.as_ref().is_none_or(|(first, _)| *first != segment) {
@@ -515,13 +610,8 @@ fn write_record(
             *open = Some((segment, file));
         }
         let (_, file) = open.as_mut().expect("opened above");
-        let parts = [
-            std::io::IoSlice::new(head),
-            std::io::IoSlice::new(number.as_bytes()),
-            std::io::IoSlice::new(tail),
-            std::io::IoSlice::new(b"\n"),
-        ];
-        let written = file.write_vectored(&parts)?;
+        let slices = parts.map(std::io::IoSlice::new);
+        let written = file.write_vectored(&slices)?;
         if written as u64 != size {
             // A short write (disk full): cut it so the segment ends on a whole record.
             let len = file.metadata()?.len();
@@ -529,12 +619,156 @@ fn write_record(
             return Err(std::io::Error::other("short write to the spool"));
         }
         Ok(())
-    })?;
-    state.next_sequence += 1;
-    state.segment_bytes += size;
-    state.total_bytes += size;
-    state.unshipped_bytes += size;
-    Ok(sequence)
+    })
+}
+
+/// Writes a record at `offset` of a prepared segment without its mapping.
+fn write_at(segment: u64, offset: u64, parts: &[&[u8]; 4]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(segment))?;
+    let record = parts.concat();
+    file.write_all_at(&record, offset)
+}
+
+/// This process's shared, writable mapping of a prepared segment.
+struct Mapping {
+    segment: u64,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned for this mapping, which is
+        // unmapped only here, once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+thread_local! {
+    static MAPPED: RefCell<Option<Mapping>> = const { RefCell::new(None) };
+}
+
+/// Copies a record into the prepared segment `segment` (of `capacity` bytes) at
+/// `offset`, through this process's mapping of it: no system call per record, and the
+/// page is the file's page in the page cache, so the record survives the end of any
+/// process exactly as a written one does.
+fn write_mapped(
+    segment: u64,
+    capacity: u64,
+    offset: u64,
+    parts: &[&[u8]; 4],
+) -> std::io::Result<()> {
+    let size: usize = parts.iter().map(|p| p.len()).sum();
+    let len = usize::try_from(capacity).map_err(std::io::Error::other)?;
+    let offset = usize::try_from(offset).map_err(std::io::Error::other)?;
+    if offset.checked_add(size).is_none_or(|end| end > len) {
+        return Err(std::io::Error::other(
+            "a record past the end of its segment",
+        ));
+    }
+    MAPPED.with(|mapped| -> std::io::Result<()> {
+        let mut mapped = mapped.borrow_mut();
+        if mapped
+            .as_ref()
+            .is_none_or(|m| m.segment != segment || m.len != len)
+        {
+            *mapped = None;
+            *mapped = Some(map_segment(segment, len)?);
+        }
+        let mapping = mapped.as_ref().expect("mapped above");
+        let mut at = offset;
+        for part in parts {
+            // SAFETY: `at + part.len() <= offset + size <= len` (checked above), inside
+            // the mapping; the file is at least `len` long while it is the prepared
+            // segment being written (it is cut only after the spool moved on, under the
+            // exclusive lock this caller holds, or by recovery, when no process of the
+            // previous server is left), so no access can fault. The source is a Rust
+            // slice that cannot overlap a mapping made here.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), mapping.ptr.add(at), part.len())
+            };
+            at += part.len();
+        }
+        Ok(())
+    })
+}
+
+fn map_segment(segment: u64, len: usize) -> std::io::Result<Mapping> {
+    use std::os::fd::AsRawFd;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment_path(segment))?;
+    if file.metadata()?.len() < len as u64 {
+        return Err(std::io::Error::other(
+            "a prepared segment shorter than its size",
+        ));
+    }
+    // SAFETY: a new shared mapping of `len` bytes of a file at least that long, opened
+    // for reading and writing; the descriptor may be closed once it is mapped.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Mapping {
+        segment,
+        ptr: ptr.cast(),
+        len,
+    })
+}
+
+fn prepared_path() -> PathBuf {
+    Path::new(DIR).join("next.prepared")
+}
+
+/// Makes sure a zeroed segment of `size` bytes waits for the next rotation (the
+/// shipper, between batches): the backends then write records into pages that already
+/// exist instead of growing the file, which keeps the exclusive lock short.
+pub fn prepare_next_segment(size: u64) -> std::io::Result<()> {
+    if fs::metadata(prepared_path()).is_ok_and(|m| m.len() == size) {
+        return Ok(());
+    }
+    if !SPOOL.share().ready {
+        return Ok(());
+    }
+    let temporary = Path::new(DIR).join("next.prepared.tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut left = size;
+    let written = loop {
+        if left == 0 {
+            break Ok(());
+        }
+        let n = left.min(zeros.len() as u64) as usize;
+        if let Err(e) = file.write_all(&zeros[..n]) {
+            break Err(e);
+        }
+        left -= n as u64;
+    };
+    drop(file);
+    if let Err(e) = written.and_then(|()| fs::rename(&temporary, prepared_path())) {
+        // A full disk: the space goes back to the records.
+        let _ = fs::remove_file(&temporary);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// A snapshot for the shipper and the statistics.
@@ -543,6 +777,8 @@ pub struct Snapshot {
     pub ready: bool,
     pub next_sequence: u64,
     pub segment: u64,
+    /// Bytes of records in `segment` (a prepared segment's file is longer).
+    pub segment_bytes: u64,
     pub total_bytes: u64,
     pub unshipped_bytes: u64,
     pub shipped: u64,
@@ -562,6 +798,7 @@ pub fn snapshot() -> Snapshot {
         ready: state.ready,
         next_sequence: state.next_sequence,
         segment: state.segment,
+        segment_bytes: state.segment_bytes,
         total_bytes: state.total_bytes,
         unshipped_bytes: state.unshipped_bytes,
         shipped: state.shipped,
@@ -806,6 +1043,55 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(sequence: u64) -> String {
+        format!("{{\"actor\":{{\"id\":\"x\"}},\"line\":\"\\\"sequence\\\":1\",\"sequence\":{sequence},\"timestamp\":\"t\"}}\n")
+    }
+
+    /// Writes `content` as a segment file and recovers it.
+    fn recovered(content: &[u8], first: u64) -> (Option<u64>, u64, Vec<u8>) {
+        let path = std::env::temp_dir().join(format!(
+            "pgaudit_siem-spool-test-{}-{first}-{}.seg",
+            std::process::id(),
+            content.len()
+        ));
+        fs::write(&path, content).unwrap();
+        let (last, end) = last_record(&path, first).unwrap();
+        let left = fs::read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        (last, end, left)
+    }
+
+    #[test]
+    fn recovery_keeps_the_whole_consecutive_records_and_cuts_what_follows() {
+        let three = [record(5), record(6), record(7)].concat();
+        let whole = three.len() as u64;
+        // Followed by nothing, by a torn record, by a prepared segment's zeros, by a torn
+        // record and zeros, by a stale record of an earlier number, or after a page that
+        // never reached the disk, by a record that would skip one.
+        let cases: Vec<Vec<u8>> = vec![
+            three.clone().into_bytes(),
+            [three.as_bytes(), &record(8).as_bytes()[..40]].concat(),
+            [three.as_bytes(), &[0u8; 70_000][..]].concat(),
+            [
+                three.as_bytes(),
+                &record(8).as_bytes()[..40],
+                &[0u8; 5000][..],
+            ]
+            .concat(),
+            [three.as_bytes(), record(3).as_bytes()].concat(),
+            [three.as_bytes(), &[0u8; 4096][..], record(8).as_bytes()].concat(),
+            [three.as_bytes(), record(9).as_bytes()].concat(),
+        ];
+        for content in cases {
+            let (last, end, left) = recovered(&content, 5);
+            assert_eq!((last, end), (Some(7), whole));
+            assert_eq!(left, three.as_bytes());
+        }
+        // A segment named for a record it does not start with holds none of ours.
+        assert_eq!(recovered(three.as_bytes(), 4).0, None);
+        assert_eq!(recovered(&[0u8; 100], 1), (None, 0, Vec::new()));
+    }
 
     #[test]
     fn sequences_are_read_from_the_record() {

@@ -98,8 +98,16 @@ fn session_audit_log(
                 .map_or(true, |modified| modified >= since_time)
         })
         .collect();
+    // The segment being written holds records only up to here (a prepared one is
+    // longer): records written after this call started are not returned.
+    let snapshot = spool::snapshot();
+    let current = (
+        spool::segment_path(snapshot.segment),
+        snapshot.segment_bytes,
+    );
     TableIterator::new(Records {
         segments: segments.into_iter(),
+        current_segment: current,
         current: None,
         since,
         until,
@@ -109,7 +117,9 @@ fn session_audit_log(
 
 struct Records {
     segments: std::vec::IntoIter<std::path::PathBuf>,
-    current: Option<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+    /// The segment being written and the length of its records.
+    current_segment: (std::path::PathBuf, u64),
+    current: Option<std::io::Lines<std::io::BufReader<std::io::Take<std::fs::File>>>>,
     since: i64,
     until: i64,
     hidden: HashSet<String>,
@@ -123,9 +133,14 @@ impl Iterator for Records {
             let Some(lines) = self.current.as_mut() else {
                 let path = self.segments.next()?;
                 // A segment removed since it was listed (expired) has nothing to read.
+                let limit = if path == self.current_segment.0 {
+                    self.current_segment.1
+                } else {
+                    u64::MAX
+                };
                 self.current = std::fs::File::open(path)
                     .ok()
-                    .map(|f| std::io::BufReader::new(f).lines());
+                    .map(|f| std::io::BufReader::new(std::io::Read::take(f, limit)).lines());
                 continue;
             };
             let Some(line) = lines.next() else {

@@ -81,7 +81,11 @@ fn assert_spool_is_canonical(cluster: &Cluster) {
         if path.extension().is_none_or(|e| e != "seg") {
             continue;
         }
-        let bytes = std::fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        // A prepared segment's file goes on in zeros after its records.
+        if let Some(end) = bytes.iter().position(|b| *b == 0) {
+            bytes.truncate(end);
+        }
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             records += 1;
             assert!(
@@ -227,7 +231,26 @@ fn server_log_off_leaves_the_lines_to_the_stream_only() {
 #[test]
 fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     let receiver = Receiver::start(0, None).unwrap();
-    let mut cluster = builder("stream-faults", &receiver).start_logged();
+    // Small segments: the spool rotates into prepared (zeroed, memory-mapped) segments
+    // several times, and the faults below hit it while it writes into one.
+    let mut cluster = builder("stream-faults", &receiver)
+        .setting("pgaudit_siem.session_audit_segment_size", "'1MB'")
+        .start_logged();
+    let spool = cluster.data_dir().join("pgaudit_siem_spool");
+    // Whether records are being written into a prepared segment now: the last segment
+    // is a whole megabyte (its file is longer than its records) and ends in zeros.
+    let writing_a_prepared_segment = |spool: &std::path::Path| {
+        let mut segments: Vec<_> = std::fs::read_dir(spool)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segments.sort();
+        segments.last().is_some_and(|last| {
+            let bytes = std::fs::read(last).unwrap();
+            bytes.len() == 1024 * 1024 && bytes.last() == Some(&0) && bytes[0] == b'{'
+        })
+    };
     // The shipper's pid, or None while the server restarts (a probe may connect just
     // before the postmaster notices a killed child and restarts everything).
     let shipper = |cluster: &Cluster| -> Option<i32> {
@@ -251,7 +274,11 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     wait_until("the shipper", Duration::from_secs(20), || {
         shipper(&cluster).is_some()
     });
-    work(&cluster, 0, 200);
+    work(&cluster, 0, 2500);
+    assert!(
+        writing_a_prepared_segment(&spool),
+        "the spool writes into a prepared segment"
+    );
     // SIGKILL of the shipper: the postmaster restarts the cluster; the spool survives.
     let pid = shipper(&cluster).unwrap();
     // SAFETY: a signal to a process of our test cluster.
@@ -260,7 +287,7 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     wait_until("a new shipper", Duration::from_secs(30), || {
         shipper(&cluster).is_some_and(|p| p != pid)
     });
-    work(&cluster, 200, 400);
+    work(&cluster, 2500, 4000);
     // SIGKILL of a client backend in the middle of its statements (crash restart).
     let before_kill = shipper(&cluster).unwrap();
     let mut victim = cluster.connect();
@@ -271,6 +298,10 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     for n in 0..50 {
         victim.execute("SELECT $1::int + 1", &[&n]).unwrap();
     }
+    assert!(
+        writing_a_prepared_segment(&spool),
+        "the crash restart finds a prepared segment being written"
+    );
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
     drop(victim);
@@ -284,10 +315,14 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
         status: Some(503),
         ..Faults::default()
     });
-    work(&cluster, 400, 600);
+    work(&cluster, 4000, 6500);
+    assert!(
+        writing_a_prepared_segment(&spool),
+        "the immediate shutdown finds a prepared segment being written"
+    );
     cluster.stop("immediate");
     cluster.restart();
-    work(&cluster, 600, 700);
+    work(&cluster, 6500, 7000);
     receiver.clear_faults();
     let server = wait_for_all_lines(&cluster, &receiver);
     let stream: HashSet<String> = audit_records(&receiver)
