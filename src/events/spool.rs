@@ -11,16 +11,12 @@
 //!
 //! # Invariants
 //! - A record exists once its line would be emitted: a backend assigns the next
-//!   `sequence` and writes the whole record under one exclusive lock, so file order is
-//!   sequence order: with one `writev`, or, into a prepared segment, by copying it into
-//!   the backend's shared mapping of the file (the page cache's own page: no system call
-//!   per record, no page allocated under the lock). Either way the record is in the page
-//!   cache and survives SIGKILL of any process, a crash restart and an immediate
-//!   shutdown. Only an operating-system crash can lose what the shipper has not yet
-//!   flushed (`session_audit_sync_interval`).
-//! - A mapping is only ever written below the file's length: a prepared segment is cut
-//!   to its records only once the spool has moved on to the next one (under the lock),
-//!   or by recovery, when no process of the previous server is left.
+//!   `sequence` and writes the whole record with one `writev` (appended) or `pwritev`
+//!   (over the zeros of a prepared segment, which allocates no page under the lock),
+//!   under one exclusive lock, so file order is sequence order and a record in the page
+//!   cache survives SIGKILL of any process, a crash restart and an immediate shutdown.
+//!   Only an operating-system crash can lose what the shipper has not yet flushed
+//!   (`session_audit_sync_interval`).
 //! - Sequences are gapless and survive restarts: shared memory is rebuilt from the files
 //!   (after a crash restart too) by the first process that needs it, which reads the
 //!   last segment's records from its start while they are whole and consecutive, cuts
@@ -62,7 +58,7 @@ pub struct SpoolState {
     segment: u64,
     segment_bytes: u64,
     /// The size of the segment being written when it is a prepared one (zeroed ahead by
-    /// the shipper and written through a shared mapping); 0 for one written by `write`.
+    /// the shipper and written over its zeros with `pwritev`); 0 for one appended to.
     capacity: u64,
     /// Bytes of every segment still on disk.
     total_bytes: u64,
@@ -531,7 +527,7 @@ fn write_record(
     }
     if state.capacity > 0 && state.segment_bytes + size > state.capacity {
         // A record larger than an empty prepared segment: the segment is written the
-        // ordinary way instead (nobody has mapped it: it holds no record).
+        // ordinary way instead (it holds no record).
         fs::OpenOptions::new()
             .write(true)
             .open(segment_path(state.segment))?
@@ -540,11 +536,7 @@ fn write_record(
     }
     let parts = [head, number, tail, b"\n"];
     if state.capacity > 0 {
-        if write_mapped(state.segment, state.capacity, state.segment_bytes, &parts).is_err() {
-            // No mapping (a file system that cannot map files, no address space left):
-            // the same bytes at the same place with a system call.
-            write_at(state.segment, state.segment_bytes, &parts)?;
-        }
+        write_at(state.segment, state.segment_bytes, &parts)?;
     } else {
         write_appended(state.segment, &parts, size)?;
     }
@@ -622,110 +614,37 @@ fn write_appended(segment: u64, parts: &[&[u8]; 4], size: u64) -> std::io::Resul
     })
 }
 
-/// Writes a record at `offset` of a prepared segment without its mapping.
-fn write_at(segment: u64, offset: u64, parts: &[&[u8]; 4]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(segment_path(segment))?;
-    let record = parts.concat();
-    file.write_all_at(&record, offset)
-}
-
-/// This process's shared, writable mapping of a prepared segment.
-struct Mapping {
-    segment: u64,
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned for this mapping, which is
-        // unmapped only here, once.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 thread_local! {
-    static MAPPED: RefCell<Option<Mapping>> = const { RefCell::new(None) };
+    /// This process's descriptor of the prepared segment being written: (first sequence,
+    /// file, not opened for appending).
+    static PREPARED_SEGMENT: RefCell<Option<(u64, fs::File)>> = const { RefCell::new(None) };
 }
 
-/// Copies a record into the prepared segment `segment` (of `capacity` bytes) at
-/// `offset`, through this process's mapping of it: no system call per record, and the
-/// page is the file's page in the page cache, so the record survives the end of any
-/// process exactly as a written one does.
-fn write_mapped(
-    segment: u64,
-    capacity: u64,
-    offset: u64,
-    parts: &[&[u8]; 4],
-) -> std::io::Result<()> {
-    let size: usize = parts.iter().map(|p| p.len()).sum();
-    let len = usize::try_from(capacity).map_err(std::io::Error::other)?;
-    let offset = usize::try_from(offset).map_err(std::io::Error::other)?;
-    if offset.checked_add(size).is_none_or(|end| end > len) {
-        return Err(std::io::Error::other(
-            "a record past the end of its segment",
-        ));
-    }
-    MAPPED.with(|mapped| -> std::io::Result<()> {
-        let mut mapped = mapped.borrow_mut();
-        if mapped
-            .as_ref()
-            .is_none_or(|m| m.segment != segment || m.len != len)
-        {
-            *mapped = None;
-            *mapped = Some(map_segment(segment, len)?);
+/// Writes a record at `offset` of a prepared segment with one `pwritev`.
+fn write_at(segment: u64, offset: u64, parts: &[&[u8]; 4]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    PREPARED_SEGMENT.with(|open| -> std::io::Result<()> {
+        let mut open = open.borrow_mut();
+        if open.as_ref().is_none_or(|(first, _)| *first != segment) {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(segment_path(segment))?;
+            *open = Some((segment, file));
         }
-        let mapping = mapped.as_ref().expect("mapped above");
-        let mut at = offset;
-        for part in parts {
-            // SAFETY: `at + part.len() <= offset + size <= len` (checked above), inside
-            // the mapping; the file is at least `len` long while it is the prepared
-            // segment being written (it is cut only after the spool moved on, under the
-            // exclusive lock this caller holds, or by recovery, when no process of the
-            // previous server is left), so no access can fault. The source is a Rust
-            // slice that cannot overlap a mapping made here.
-            unsafe {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), mapping.ptr.add(at), part.len())
-            };
-            at += part.len();
+        let (_, file) = open.as_ref().expect("opened above");
+        let slices = parts.map(std::io::IoSlice::new);
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        let offset = libc::off_t::try_from(offset).map_err(std::io::Error::other)?;
+        // SAFETY: IoSlice is ABI-compatible with iovec; four valid slices.
+        let written = unsafe { libc::pwritev(file.as_raw_fd(), slices.as_ptr().cast(), 4, offset) };
+        if written < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if written as usize != size {
+            // Beyond the records nothing counts: the next record overwrites the rest.
+            return Err(std::io::Error::other("short write to the spool"));
         }
         Ok(())
-    })
-}
-
-fn map_segment(segment: u64, len: usize) -> std::io::Result<Mapping> {
-    use std::os::fd::AsRawFd;
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(segment_path(segment))?;
-    if file.metadata()?.len() < len as u64 {
-        return Err(std::io::Error::other(
-            "a prepared segment shorter than its size",
-        ));
-    }
-    // SAFETY: a new shared mapping of `len` bytes of a file at least that long, opened
-    // for reading and writing; the descriptor may be closed once it is mapped.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(Mapping {
-        segment,
-        ptr: ptr.cast(),
-        len,
     })
 }
 
@@ -734,8 +653,9 @@ fn prepared_path() -> PathBuf {
 }
 
 /// Makes sure a zeroed segment of `size` bytes waits for the next rotation (the
-/// shipper, between batches): the backends then write records into pages that already
-/// exist instead of growing the file, which keeps the exclusive lock short.
+/// shipper, between batches): the backends then write records over pages that already
+/// exist instead of growing the file (allocating and zeroing page-cache pages), which
+/// keeps the exclusive lock short.
 pub fn prepare_next_segment(size: u64) -> std::io::Result<()> {
     if fs::metadata(prepared_path()).is_ok_and(|m| m.len() == size) {
         return Ok(());

@@ -231,7 +231,7 @@ fn server_log_off_leaves_the_lines_to_the_stream_only() {
 #[test]
 fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     let receiver = Receiver::start(0, None).unwrap();
-    // Small segments: the spool rotates into prepared (zeroed, memory-mapped) segments
+    // Small segments: the spool rotates into prepared (zeroed ahead by the shipper) segments
     // several times, and the faults below hit it while it writes into one.
     let mut cluster = builder("stream-faults", &receiver)
         .setting("pgaudit_siem.session_audit_segment_size", "'1MB'")
