@@ -16,7 +16,7 @@
 //!   under one exclusive lock, so file order is sequence order and a record in the page
 //!   cache survives SIGKILL of any process, a crash restart and an immediate shutdown.
 //!   Only an operating-system crash can lose what the shipper has not yet flushed
-//!   (`session_audit_sync_interval`).
+//!   (`session_audit_sync_interval`; nothing is flushed with PostgreSQL's `fsync = off`).
 //! - Sequences are gapless and survive restarts: shared memory is rebuilt from the files
 //!   (after a crash restart too) by the first process that needs it, which reads the
 //!   last segment's records from its start while they are whole and consecutive, cuts
@@ -840,7 +840,13 @@ pub fn dead_letter(lines: &[String]) -> std::io::Result<()> {
 }
 
 /// Flushes segments at or after `from` to disk (the shipper, every sync interval).
+/// With PostgreSQL's `fsync = off` nothing is flushed, as for the server's own files:
+/// the administrator has accepted that an operating-system crash may lose data.
 pub fn sync_from(from: u64) -> std::io::Result<()> {
+    // SAFETY: a plain read of a GUC variable in this process.
+    if !unsafe { pg_sys::enableFsync } {
+        return Ok(());
+    }
     for first in segments().into_iter().filter(|f| *f >= from) {
         fs::File::open(segment_path(first))?.sync_data()?;
     }

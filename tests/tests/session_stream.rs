@@ -235,6 +235,9 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
     // several times, and the faults below hit it while it writes into one.
     let mut cluster = builder("stream-faults", &receiver)
         .setting("pgaudit_siem.session_audit_segment_size", "'1MB'")
+        // The harness turns fsync off, and the shipper then flushes nothing (as
+        // PostgreSQL): here records are shipped only once flushed, as in production.
+        .setting("fsync", "on")
         .start_logged();
     let spool = cluster.data_dir().join("pgaudit_siem_spool");
     // Whether records are being written into a prepared segment now: the last segment
