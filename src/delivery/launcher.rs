@@ -112,6 +112,7 @@ pub extern "C-unwind" fn pgaudit_siem_launcher_main(_arg: pg_sys::Datum) {
         }
     }
     shmem::clear_launcher();
+    crate::pg::worker_exit::exit_to_be_restarted("launcher");
 }
 
 fn start_worker(dboid: u32) -> Option<DynamicBackgroundWorker> {

@@ -73,6 +73,7 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
         source: "pgaudit_siem:session_audit".into(),
     };
     Worker::new(source, origin, worker::spawn_sender()).run();
+    crate::pg::worker_exit::exit_to_be_restarted("session audit shipper");
 }
 
 struct SpoolSource {

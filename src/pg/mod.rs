@@ -14,6 +14,7 @@
 //! - [`unguarded`]: raw declarations, checked at compile time against pgrx's bindings.
 //! - [`worker_settings`]: settings a background worker pins after connecting, so
 //!   `ALTER DATABASE/ROLE ... SET` cannot change what its SQL does.
+//! - [`worker_exit`]: ending a static worker on SIGTERM so the postmaster restarts it.
 
 pub mod admin;
 pub mod error;
@@ -26,4 +27,5 @@ pub mod syscache;
 pub mod text;
 pub mod unguarded;
 pub mod user;
+pub mod worker_exit;
 pub mod worker_settings;

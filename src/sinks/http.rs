@@ -462,27 +462,24 @@ impl Sender {
         wake_read.set_nonblocking(true)?;
         let (job_tx, job_rx) = mpsc::channel::<Request>();
         let (reply_tx, reply_rx) = mpsc::channel::<Reply>();
-        std::thread::Builder::new()
-            .name("pgaudit_siem http".into())
-            .spawn(move || {
-                block_all_signals();
-                let mut wake_write = wake_write;
-                while let Ok(request) = job_rx.recv() {
-                    let reply =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(request)))
-                            .unwrap_or_else(|_| Reply {
-                                outcome: failed(
-                                    FailureKind::Protocol,
-                                    "the HTTP client failed unexpectedly".into(),
-                                ),
-                                elapsed: Duration::ZERO,
-                            });
-                    if reply_tx.send(reply).is_err() {
-                        break;
-                    }
-                    let _ = wake_write.write_all(&[1]);
+        spawn_with_signals_blocked("pgaudit_siem http", move || {
+            let mut wake_write = wake_write;
+            while let Ok(request) = job_rx.recv() {
+                let reply =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(request)))
+                        .unwrap_or_else(|_| Reply {
+                            outcome: failed(
+                                FailureKind::Protocol,
+                                "the HTTP client failed unexpectedly".into(),
+                            ),
+                            elapsed: Duration::ZERO,
+                        });
+                if reply_tx.send(reply).is_err() {
+                    break;
                 }
-            })?;
+                let _ = wake_write.write_all(&[1]);
+            }
+        })?;
         Ok(Sender {
             jobs: job_tx,
             replies: reply_rx,
@@ -531,13 +528,32 @@ pub fn thread_gone() -> Reply {
     }
 }
 
-fn block_all_signals() {
-    // SAFETY: manipulates only this thread's signal mask with a locally initialised set.
-    unsafe {
+/// Starts a thread that never runs a signal handler.
+///
+/// PostgreSQL's handlers (SIGHUP, SIGTERM, SIGUSR1 and the latch's) touch process state
+/// meant for the main thread, and pgrx aborts the process when one of its wrappers runs
+/// on another thread: a signal delivered to a helper thread would crash the server
+/// (the postmaster then resets every backend). A thread inherits its creator's signal
+/// mask, so the mask is full from the thread's first instruction when every signal is
+/// blocked around the spawn; blocking inside the thread would leave a window in which
+/// a signal can still land there. The creator's mask is restored right after.
+pub fn spawn_with_signals_blocked(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    // SAFETY: pthread_sigmask changes only the calling thread's mask, with sets
+    // initialised here; the previous mask is put back before returning.
+    let previous = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+        previous
+    };
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(body);
+    // SAFETY: as above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    spawned.map(drop)
 }
 
 #[cfg(test)]
@@ -665,6 +681,34 @@ mod tests {
                 _ => panic!("no reply"),
             }
         }
+    }
+
+    /// The signals this thread blocks among the standard ones (SIGKILL and SIGSTOP
+    /// cannot be blocked).
+    fn blocked_signals() -> Vec<i32> {
+        // SAFETY: reads this thread's mask into a local set.
+        unsafe {
+            let mut current: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut current);
+            (1..32)
+                .filter(|&s| libc::sigismember(&current, s) == 1)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn helper_threads_start_with_every_signal_blocked_and_their_creator_keeps_its_mask() {
+        let before = blocked_signals();
+        let (tx, rx) = mpsc::channel();
+        // The first thing the thread does is read its mask: nothing of ours ran before.
+        spawn_with_signals_blocked("mask probe", move || tx.send(blocked_signals()).unwrap())
+            .unwrap();
+        let in_thread = rx.recv().unwrap();
+        let blockable: Vec<i32> = (1..32)
+            .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+            .collect();
+        assert_eq!(in_thread, blockable);
+        assert_eq!(blocked_signals(), before, "the creator's mask changed");
     }
 
     #[test]

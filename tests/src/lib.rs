@@ -118,6 +118,7 @@ impl ClusterBuilder {
             data: dir.join("data"),
             port: 0,
             started: false,
+            crash_restarts_expected: std::cell::Cell::new(false),
         };
         let mut init = pg_command("initdb");
         init.args([
@@ -200,6 +201,8 @@ pub struct Cluster {
     data: PathBuf,
     port: u16,
     started: bool,
+    /// Set by tests that kill server processes on purpose ([`Cluster::expect_crash_restarts`]).
+    crash_restarts_expected: std::cell::Cell<bool>,
 }
 
 /// One record of the server's JSON log.
@@ -347,6 +350,7 @@ impl Cluster {
             data: dir.join("data"),
             port: 0,
             started: false,
+            crash_restarts_expected: std::cell::Cell::new(false),
         };
         let mut backup = pg_command("pg_basebackup");
         backup
@@ -652,9 +656,56 @@ impl ClusterBuilder {
     }
 }
 
+/// What the postmaster logs when a child died abnormally (a signal such as SIGSEGV or
+/// SIGABRT, an exit code other than 0 and 1) and it resets every backend.
+const CRASH_RESTART_MARKER: &str = "terminating any other active server processes";
+
+impl Cluster {
+    /// Declares that this test kills server processes on purpose, so the crash restarts
+    /// that follow are not reported as crashes of the extension.
+    pub fn expect_crash_restarts(&self) {
+        self.crash_restarts_expected.set(true);
+    }
+
+    /// The server log's lines around each crash restart (the child that died, what it
+    /// was running), empty when there was none.
+    pub fn crash_reports(&self) -> Vec<String> {
+        let log = self.server_log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains(CRASH_RESTART_MARKER))
+            .map(|(i, _)| lines[i.saturating_sub(8)..(i + 2).min(lines.len())].join("\n"))
+            .collect()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop("immediate");
+        let crashes = self.crash_reports();
+        if std::thread::panicking() {
+            // The test failed: show what the server saw, which the test's own message
+            // (such as "connection closed") does not.
+            let log = self.server_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "server log of {} (last lines):\n{}",
+                self.dir.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+            for crash in &crashes {
+                eprintln!("crash restart:\n{crash}");
+            }
+        } else if !crashes.is_empty() && !self.crash_restarts_expected.get() {
+            let report = crashes.join("\n---\n");
+            let _ = fs::remove_dir_all(&self.dir);
+            panic!(
+                "a server process of {} crashed and the postmaster reset the cluster:\n{report}",
+                self.dir.display()
+            );
+        }
         if std::env::var_os("PGAUDIT_SIEM_KEEP_CLUSTERS").is_some() {
             eprintln!("keeping cluster directory {}", self.dir.display());
             return;

@@ -834,6 +834,8 @@ fn worker_sigkill_and_immediate_stop_lose_no_committed_event() {
     let receiver = Receiver::start(0, Some(&out)).unwrap();
     let port = receiver.port();
     let mut cluster = cluster("delivery-crash");
+    // The SIGKILL below makes the postmaster reset the cluster: expected here.
+    cluster.expect_crash_restarts();
     let mut c = cluster.connect();
     setup(&mut c, &receiver.url("/ingest"), "ndjson");
     cluster.alter_system(&[("pgaudit_siem.delivery_batch_events", "50")]);
@@ -1046,7 +1048,7 @@ fn drop_database_does_not_wait_for_its_worker_and_new_databases_get_one() {
 }
 
 #[test]
-fn sigterm_ends_a_worker_cleanly_and_the_launcher_restarts_it() {
+fn sigterm_ends_a_worker_cleanly_and_the_launcher_restarts_it_and_is_itself_restarted() {
     let receiver = Receiver::start(0, None).unwrap();
     let (cluster, mut c) = cluster_with_app("delivery-sigterm", &receiver);
     let pid = worker_pid(&mut c, "app").unwrap();
@@ -1061,6 +1063,39 @@ fn sigterm_ends_a_worker_cleanly_and_the_launcher_restarts_it() {
         received_markers(&receiver) == [4]
     });
     assert_clean_worker_exits(&cluster);
+    // The launcher too comes back after a SIGTERM (a DBA terminating every other
+    // backend before maintenance must not end delivery until the next server restart),
+    // and then restarts a worker that stops.
+    let launcher = |c: &mut Client| -> Option<i32> {
+        c.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgaudit_siem launcher'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    };
+    let old_launcher = launcher(&mut c).unwrap();
+    c.execute("SELECT pg_terminate_backend($1)", &[&old_launcher])
+        .unwrap();
+    wait_until("launcher restarted", Duration::from_secs(30), || {
+        launcher(&mut c).is_some_and(|p| p != old_launcher)
+    });
+    let pid = worker_pid(&mut c, "app").unwrap();
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    wait_until("worker restarted by the new launcher", Duration::from_secs(20), || {
+        worker_pid(&mut c, "app").is_some_and(|p| p != pid)
+    });
+    app.batch_execute("INSERT INTO t VALUES (5)").unwrap();
+    wait_until("event after the launcher's restart", Duration::from_secs(20), || {
+        received_markers(&receiver) == [4, 5]
+    });
+    let restarts = cluster
+        .server_log()
+        .lines()
+        .filter(|l| l.contains("\"pgaudit_siem launcher\"") && l.contains("exited with exit code 1"))
+        .count();
+    assert_eq!(restarts, 1, "{}", cluster.server_log());
 }
 
 #[test]

@@ -239,6 +239,8 @@ fn nothing_is_lost_through_kills_crash_restarts_immediate_stops_and_outages() {
         // PostgreSQL): here records are shipped only once flushed, as in production.
         .setting("fsync", "on")
         .start_logged();
+    // The SIGKILLs below make the postmaster reset the cluster: expected here.
+    cluster.expect_crash_restarts();
     let spool = cluster.data_dir().join("pgaudit_siem_spool");
     // Whether records are being written into a prepared segment now: the last segment
     // is a whole megabyte (its file is longer than its records) and ends in zeros.
@@ -1022,4 +1024,61 @@ fn shipped_records_leave_the_spool_after_the_retention() {
         .get(0);
     assert!(first > 1, "the first segment's records are still there");
     cluster.assert_no_crash();
+}
+
+/// A SIGTERM (`pg_terminate_backend`) stops the shipper, and the postmaster starts it
+/// again: the stream never ends silently. Signals that reach the shipper while it starts
+/// its HTTP thread never land on that thread (where PostgreSQL's handlers would abort
+/// the process and the postmaster would reset every backend): a flood of SIGHUPs (every
+/// `pg_reload_conf()` is relayed to every server process) through repeated restarts
+/// leaves no crash restart, and the stream still delivers afterwards.
+#[test]
+fn sigterm_restarts_the_shipper_and_signals_never_crash_the_server() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let receiver = Receiver::start(0, None).unwrap();
+    let cluster = builder("stream-signals", &receiver).start();
+    let shipper = |c: &mut postgres::Client| -> Option<i32> {
+        c.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE '%session audit%'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    };
+    let mut c = cluster.connect();
+    wait_until("shipper", Duration::from_secs(20), || {
+        shipper(&mut c).is_some()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood_client = cluster.connect();
+    let flood = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                flood_client.batch_execute("SELECT pg_reload_conf()").unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    };
+    for _ in 0..8 {
+        let pid = shipper(&mut c).unwrap();
+        c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+        wait_until("shipper restarted", Duration::from_secs(20), || {
+            shipper(&mut c).is_some_and(|p| p != pid)
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert!(sent > 100, "only {sent} reloads were sent");
+    c.batch_execute("SELECT 'after the signals'").unwrap();
+    wait_until("a record after the signals", Duration::from_secs(20), || {
+        audit_records(&receiver)
+            .iter()
+            .any(|r| r["line"].as_str().unwrap_or("").contains("after the signals"))
+    });
+    cluster.assert_no_crash();
+    assert!(cluster.crash_reports().is_empty());
 }
