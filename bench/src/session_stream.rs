@@ -161,29 +161,45 @@ fn drain(receiver: &Receiver, url: &str) {
     let (spooled, shipped) = stats(&mut c);
     let pid = shipper_pid(&mut c);
     receiver.clear_faults();
-    let started = Instant::now();
+    // The shipper first waits out the backoff of its last failed attempt (up to
+    // delivery_retry_max): that wait is reported apart, and the drain rate is measured
+    // from the first records shipped after the outage to the last.
+    let cleared = Instant::now();
     let mut peak = 0u64;
+    let mut resumed: Option<(Instant, i64)> = None;
     loop {
         peak = peak.max(rss_anon_kb(pid));
         let (_, now_shipped) = stats(&mut c);
+        if resumed.is_none() && now_shipped > shipped {
+            resumed = Some((Instant::now(), now_shipped));
+        }
         if now_shipped >= spooled {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(600),
+            cleared.elapsed() < Duration::from_secs(600),
             "drain too slow"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let rate = (spooled - shipped) as f64 / seconds;
+    let finished = Instant::now();
+    let (resumed_at, shipped_at_resume) = resumed.expect("records were shipped");
+    let rate = (spooled - shipped_at_resume) as f64
+        / finished.duration_since(resumed_at).as_secs_f64().max(1e-3);
+    let whole = (spooled - shipped) as f64 / finished.duration_since(cleared).as_secs_f64();
     println!("## Session-audit stream: drain and memory\n");
     println!("| measure | value | target | ratio to target |\n|---|---:|---:|---:|");
     println!(
-        "| drain of a {} -record backlog, records/s | {rate:.0} | ≥ {DRAIN_TARGET:.0} | {:.2} |",
+        "| drain of a {} -record backlog once shipping resumed ({} records after the first batch), records/s | {rate:.0} | ≥ {DRAIN_TARGET:.0} | {:.2} |",
         spooled - shipped,
+        spooled - shipped_at_resume,
         rate / DRAIN_TARGET
     );
+    println!(
+        "| wait from the end of the outage to the first records shipped (the last retry's backoff), s | {:.2} | ≤ delivery_retry_max | - |",
+        resumed_at.duration_since(cleared).as_secs_f64()
+    );
+    println!("| the same drain including that wait, records/s | {whole:.0} | - | - |");
     println!(
         "| shipper peak RssAnon during the drain, MB | {:.1} | bounded (batch of 5000) | - |\n",
         peak as f64 / 1024.0

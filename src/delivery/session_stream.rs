@@ -26,7 +26,7 @@ use pgrx::prelude::*;
 
 use super::source::{Batch, Endpoint, Plan, Refused, Source};
 use super::worker::{self, Worker};
-use crate::events::chain::Chain;
+use crate::events::chain::{self, Chain};
 use crate::events::{json, spool};
 use crate::settings::{self, DeliverySettings};
 use crate::sinks::{self, Event, Origin};
@@ -67,6 +67,9 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
         synced_below: 0,
         reported_problem: None,
         prepare_failed: false,
+        last_removal: Instant::now() - REMOVAL_INTERVAL,
+        removed_up_to: 0,
+        removal_due: None,
     };
     let origin = Origin {
         host: worker::host_name(),
@@ -92,9 +95,44 @@ struct SpoolSource {
     reported_problem: Option<String>,
     /// Preparing the next segment failed last time (reported once).
     prepare_failed: bool,
+    /// When expired segments were last looked for, up to which acknowledged sequence,
+    /// and when the oldest segment kept expires.
+    last_removal: Instant,
+    removed_up_to: u64,
+    removal_due: Option<Instant>,
 }
 
+/// How often at most the shipper looks for expired segments (a directory listing).
+const REMOVAL_INTERVAL: Duration = Duration::from_secs(1);
+
 impl SpoolSource {
+    /// Shipped records leave the spool once session_audit_retention has passed, also
+    /// while nothing new is shipped.
+    fn remove_expired(&mut self) {
+        self.last_removal = Instant::now();
+        self.removal_due = match spool::remove_expired(settings::session_stream().retention) {
+            Ok(wait) => wait.map(|w| self.last_removal + w),
+            Err(e) => {
+                warning!("pgaudit_siem: removing expired session-audit segments failed: {e}");
+                None
+            }
+        };
+        self.removed_up_to = self.acknowledged;
+    }
+
+    /// At most once a second, and only when a segment may have become removable: new
+    /// acknowledgements, or the retention of the oldest segment kept running out.
+    fn maybe_remove_expired(&mut self) {
+        if self.last_removal.elapsed() < REMOVAL_INTERVAL {
+            return;
+        }
+        if self.acknowledged != self.removed_up_to
+            || self.removal_due.is_some_and(|due| Instant::now() >= due)
+        {
+            self.remove_expired();
+        }
+    }
+
     fn report(&mut self, problem: Option<String>) {
         if problem != self.reported_problem {
             if let Some(p) = &problem {
@@ -188,9 +226,12 @@ fn record_id(line: &str) -> String {
 
 /// The record's creation time in seconds since the epoch.
 fn record_time(line: &str) -> f64 {
-    json::top_level_plain_string(line.as_bytes(), b"timestamp")
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6)
+    json::top_level_plain_string(line.as_bytes(), b"timestamp").map_or(0.0, epoch_seconds)
+}
+
+/// An RFC 3339 time in seconds since the epoch (0 if it is not one).
+fn epoch_seconds(time: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(time).map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6)
 }
 
 impl Source for SpoolSource {
@@ -268,13 +309,32 @@ impl Source for SpoolSource {
         let events: Vec<Event> = records
             .into_iter()
             .map(|(sequence, payload)| {
-                let id = record_id(&payload);
-                let epoch_seconds = if needs_time {
-                    record_time(&payload)
-                } else {
-                    0.0
+                // One pass checks the canonical form and finds the id and time; records
+                // written otherwise (0.2.0's member order) take the slower path.
+                let members = chain::canonical_members(payload.as_bytes(), [b"id", b"timestamp"]);
+                let (id, epoch_seconds) = match members {
+                    Some([id, time]) => (
+                        id.and_then(json::plain_string)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        if needs_time {
+                            time.and_then(json::plain_string).map_or(0.0, epoch_seconds)
+                        } else {
+                            0.0
+                        },
+                    ),
+                    None => (
+                        record_id(&payload),
+                        if needs_time {
+                            record_time(&payload)
+                        } else {
+                            0.0
+                        },
+                    ),
                 };
-                let payload = match chain.seal(key.as_deref(), payload.as_bytes()) {
+                let sealed =
+                    chain.seal_checked(key.as_deref(), payload.as_bytes(), members.is_some());
+                let payload = match sealed {
                     Ok((sealed, hash)) => {
                         chain.prev = hash;
                         String::from_utf8(sealed).unwrap_or(payload)
@@ -353,15 +413,8 @@ impl Source for SpoolSource {
         }
         let end = batch.end.1 as u64;
         let bytes = std::mem::take(&mut self.pending_bytes);
-        let retention = settings::session_stream().retention;
-        let result = spool::acknowledge(
-            end,
-            &batch.chain_hash,
-            bytes,
-            refused.len() as u64,
-            status,
-            retention,
-        );
+        let result =
+            spool::acknowledge(end, &batch.chain_hash, bytes, refused.len() as u64, status);
         self.acknowledged = end;
         self.chain.prev = batch.chain_hash.clone();
         if let Err(e) = result {
@@ -371,11 +424,7 @@ impl Source for SpoolSource {
     }
 
     fn housekeeping(&mut self) {
-        // Shipped records leave the spool once session_audit_retention has passed, also
-        // while nothing new is shipped.
-        if let Err(e) = spool::remove_expired(settings::session_stream().retention) {
-            warning!("pgaudit_siem: removing expired session-audit segments failed: {e}");
-        }
+        self.remove_expired();
     }
 
     fn gone_reason(&self) -> &'static str {
@@ -391,6 +440,11 @@ impl Source for SpoolSource {
     }
 
     fn tick(&mut self) {
+        self.maybe_remove_expired();
+        if !settings::session_stream_enabled() {
+            // No stream, so no records to make room for.
+            return self.sync_if_due();
+        }
         let (_, segment_bytes) = settings::session_stream_limits();
         match spool::prepare_next_segment(segment_bytes) {
             Ok(()) => self.prepare_failed = false,
@@ -403,6 +457,13 @@ impl Source for SpoolSource {
             }
             Err(_) => {}
         }
+        self.sync_if_due();
+    }
+}
+
+impl SpoolSource {
+    /// Flushes the spool every session_audit_sync_interval.
+    fn sync_if_due(&mut self) {
         if self.last_sync.elapsed() < settings::session_stream().sync_interval {
             return;
         }

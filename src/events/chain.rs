@@ -158,7 +158,9 @@ impl Chain {
         self.seal_checked(key, record, is_canonical(record))
     }
 
-    fn seal_checked(
+    /// [`Chain::seal`] when the caller already knows whether `record` is canonical
+    /// ([`canonical_members`] on these very bytes).
+    pub fn seal_checked(
         &self,
         key: Option<&[u8]>,
         record: &[u8],
@@ -205,16 +207,29 @@ impl Chain {
 /// canonicalises the parsed record instead, so the hash never depends on this check
 /// being complete, only on it being right when it says `true`.
 pub fn is_canonical(record: &[u8]) -> bool {
+    canonical_members(record, []).is_some()
+}
+
+/// [`is_canonical`], and if so the raw values of the top-level members `names` (as
+/// [`super::json::top_level_members`] gives them), found in the same pass.
+pub fn canonical_members<'a, const N: usize>(
+    record: &'a [u8],
+    names: [&[u8]; N],
+) -> Option<[Option<&'a [u8]>; N]> {
     if std::str::from_utf8(record).is_err() || record.first() != Some(&b'{') {
-        return false;
+        return None;
     }
     let mut scan = Canonical {
         bytes: record,
         at: 0,
         depth: 0,
     };
-    scan.object(true) && scan.at == record.len()
+    let mut found = [None; N];
+    (scan.object(Some((&names, &mut found))) && scan.at == record.len()).then_some(found)
 }
+
+/// The top-level members a [`Canonical`] scan collects: names, and where each value is.
+type Wanted<'n, 'f, 'a, const N: usize> = (&'n [&'n [u8]; N], &'f mut [Option<&'a [u8]>; N]);
 
 /// The deepest nesting [`is_canonical`] follows (records nest three levels).
 const MAX_CANONICAL_DEPTH: usize = 32;
@@ -225,7 +240,7 @@ struct Canonical<'a> {
     depth: usize,
 }
 
-impl Canonical<'_> {
+impl<'a> Canonical<'a> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -238,7 +253,7 @@ impl Canonical<'_> {
 
     fn value(&mut self) -> bool {
         match self.peek() {
-            Some(b'{') => self.object(false),
+            Some(b'{') => self.object::<0>(None),
             Some(b'[') => self.array(),
             Some(b'"') => self.string().is_some(),
             Some(b'-' | b'0'..=b'9') => self.integer(),
@@ -339,8 +354,10 @@ impl Canonical<'_> {
     }
 
     /// Members in strictly increasing key order (plain ASCII keys compare as UTF-16
-    /// does); the top level must not hold `chain`.
-    fn object(&mut self, top: bool) -> bool {
+    /// does); the top level (`wanted` given) must not hold `chain`, and the values of
+    /// the wanted members are noted.
+    fn object<const N: usize>(&mut self, mut wanted: Option<Wanted<'_, '_, 'a, N>>) -> bool {
+        let top = wanted.is_some();
         self.depth += 1;
         if self.depth > MAX_CANONICAL_DEPTH || !self.eat(b'{') {
             return false;
@@ -359,8 +376,19 @@ impl Canonical<'_> {
                     return false;
                 }
                 previous = Some((start, end));
-                if !self.eat(b':') || !self.value() {
+                if !self.eat(b':') {
                     return false;
+                }
+                let value_start = self.at;
+                if !self.value() {
+                    return false;
+                }
+                if let Some((names, found)) = wanted.as_mut() {
+                    for (name, slot) in names.iter().zip(found.iter_mut()) {
+                        if *name == key {
+                            *slot = Some(&self.bytes[value_start..self.at]);
+                        }
+                    }
                 }
                 if self.eat(b'}') {
                     break;
@@ -389,6 +417,15 @@ fn plain_run(bytes: &[u8]) -> usize {
             | control
     };
     let mut at = 0;
+    // 32 bytes at a time: four words or'ed together without a branch between them.
+    while let Some(block) = bytes.get(at..at + 32) {
+        let word =
+            |i: usize| u64::from_le_bytes(block[i * 8..i * 8 + 8].try_into().expect("eight bytes"));
+        if (special(word(0)) | special(word(1)) | special(word(2)) | special(word(3))) != 0 {
+            break;
+        }
+        at += 32;
+    }
     while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
         if special(word) != 0 {
@@ -534,6 +571,26 @@ mod tests {
     }
 
     #[test]
+    fn plain_runs_stop_at_the_first_quote_backslash_or_control_wherever_it_is() {
+        let naive = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        for len in 0..100 {
+            let plain: Vec<u8> = (0..len).map(|i| b"az~ \x7f\xc3\xa9"[i % 7]).collect();
+            assert_eq!(plain_run(&plain), len);
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut text = plain.clone();
+                    text[at] = special;
+                    assert_eq!(plain_run(&text), naive(&text), "{len} {at} {special}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_canonical_check_never_accepts_what_canonicalising_would_change() {
         let chain = Chain {
             stream: "s".into(),
@@ -552,7 +609,10 @@ mod tests {
                 serde_json::to_vec_pretty(&value).unwrap(),
             ];
             for text in variants {
-                if is_canonical(&text) {
+                let names: [&[u8]; 3] = [b"id", b"sequence", b"a"];
+                if let Some(found) = canonical_members(&text, names) {
+                    // The one-pass lookup finds what the record reader finds.
+                    assert_eq!(found, crate::events::json::top_level_members(&text, names));
                     accepted += 1;
                     assert_eq!(
                         canonical(&serde_json::from_slice(&text).unwrap()),

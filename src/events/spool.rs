@@ -741,8 +741,8 @@ pub fn last_error() -> Option<String> {
         .then(|| String::from_utf8_lossy(&state.last_error[..state.last_error_len]).into_owned())
 }
 
-/// The shipper acknowledged everything up to `sequence`: persists it and deletes the
-/// segments whose records are all acknowledged and older than `retention`.
+/// The shipper acknowledged everything up to `sequence`: persists it (the shipper then
+/// removes expired segments, see [`remove_expired`]).
 /// `bytes`: the size of the acknowledged records in the spool (lines and newlines).
 pub fn acknowledge(
     sequence: u64,
@@ -750,7 +750,6 @@ pub fn acknowledge(
     bytes: u64,
     dead: u64,
     status: Option<u16>,
-    retention: std::time::Duration,
 ) -> std::io::Result<()> {
     // Memory first: a failure to persist the position only means duplicates after a
     // restart, never a batch resent forever.
@@ -769,14 +768,18 @@ pub fn acknowledge(
     }
     state.last_error_len = 0;
     drop(state);
-    persisted?;
-    remove_expired(retention)
+    persisted
 }
 
 /// Deletes segments whose records were all shipped and whose last write is older than
 /// `retention` (`session_audit_log()` reads the others); never the segment being
-/// written.
-pub fn remove_expired(retention: std::time::Duration) -> std::io::Result<()> {
+/// written. Segments are examined oldest first and the first one to keep ends the
+/// scan (a later segment was written later), so a spool retaining thousands of
+/// segments costs one directory listing and one `stat`, not one per segment.
+/// Returns how long until the oldest segment kept could expire, if one is a candidate.
+pub fn remove_expired(
+    retention: std::time::Duration,
+) -> std::io::Result<Option<std::time::Duration>> {
     let (current, shipped) = {
         let state = SPOOL.share();
         (state.segment, state.shipped)
@@ -784,11 +787,12 @@ pub fn remove_expired(retention: std::time::Duration) -> std::io::Result<()> {
     let list = segments();
     let now = std::time::SystemTime::now();
     let mut freed = 0u64;
+    let mut next_expiry = None;
     for window in list.windows(2) {
         let (first, next) = (window[0], window[1]);
-        // Every record of `first` is below `next`.
+        // Every record of `first` is below `next`; later segments hold later records.
         if next > shipped + 1 || first == current {
-            continue;
+            break;
         }
         let meta = fs::metadata(segment_path(first))?;
         let age = meta
@@ -796,16 +800,18 @@ pub fn remove_expired(retention: std::time::Duration) -> std::io::Result<()> {
             .ok()
             .and_then(|m| now.duration_since(m).ok())
             .unwrap_or_default();
-        if age >= retention {
-            freed += meta.len();
-            fs::remove_file(segment_path(first))?;
+        if age < retention {
+            next_expiry = Some(retention - age);
+            break;
         }
+        freed += meta.len();
+        fs::remove_file(segment_path(first))?;
     }
     if freed > 0 {
         let mut state = SPOOL.exclusive();
         state.total_bytes = state.total_bytes.saturating_sub(freed);
     }
-    Ok(())
+    Ok(next_expiry)
 }
 
 /// The creation time of the oldest record not yet shipped (set when the shipper reads

@@ -1083,17 +1083,23 @@ fn sigterm_ends_a_worker_cleanly_and_the_launcher_restarts_it_and_is_itself_rest
     let pid = worker_pid(&mut c, "app").unwrap();
     c.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap();
-    wait_until("worker restarted by the new launcher", Duration::from_secs(20), || {
-        worker_pid(&mut c, "app").is_some_and(|p| p != pid)
-    });
+    wait_until(
+        "worker restarted by the new launcher",
+        Duration::from_secs(20),
+        || worker_pid(&mut c, "app").is_some_and(|p| p != pid),
+    );
     app.batch_execute("INSERT INTO t VALUES (5)").unwrap();
-    wait_until("event after the launcher's restart", Duration::from_secs(20), || {
-        received_markers(&receiver) == [4, 5]
-    });
+    wait_until(
+        "event after the launcher's restart",
+        Duration::from_secs(20),
+        || received_markers(&receiver) == [4, 5],
+    );
     let restarts = cluster
         .server_log()
         .lines()
-        .filter(|l| l.contains("\"pgaudit_siem launcher\"") && l.contains("exited with exit code 1"))
+        .filter(|l| {
+            l.contains("\"pgaudit_siem launcher\"") && l.contains("exited with exit code 1")
+        })
         .count();
     assert_eq!(restarts, 1, "{}", cluster.server_log());
 }

@@ -1057,7 +1057,9 @@ fn sigterm_restarts_the_shipper_and_signals_never_crash_the_server() {
         std::thread::spawn(move || {
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                flood_client.batch_execute("SELECT pg_reload_conf()").unwrap();
+                flood_client
+                    .batch_execute("SELECT pg_reload_conf()")
+                    .unwrap();
                 sent += 1;
             }
             sent
@@ -1065,7 +1067,8 @@ fn sigterm_restarts_the_shipper_and_signals_never_crash_the_server() {
     };
     for _ in 0..8 {
         let pid = shipper(&mut c).unwrap();
-        c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+        c.execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
         wait_until("shipper restarted", Duration::from_secs(20), || {
             shipper(&mut c).is_some_and(|p| p != pid)
         });
@@ -1074,11 +1077,18 @@ fn sigterm_restarts_the_shipper_and_signals_never_crash_the_server() {
     let sent = flood.join().unwrap();
     assert!(sent > 100, "only {sent} reloads were sent");
     c.batch_execute("SELECT 'after the signals'").unwrap();
-    wait_until("a record after the signals", Duration::from_secs(20), || {
-        audit_records(&receiver)
-            .iter()
-            .any(|r| r["line"].as_str().unwrap_or("").contains("after the signals"))
-    });
+    wait_until(
+        "a record after the signals",
+        Duration::from_secs(20),
+        || {
+            audit_records(&receiver).iter().any(|r| {
+                r["line"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("after the signals")
+            })
+        },
+    );
     cluster.assert_no_crash();
     assert!(cluster.crash_reports().is_empty());
 }
