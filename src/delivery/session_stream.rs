@@ -70,6 +70,9 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
         last_removal: Instant::now() - REMOVAL_INTERVAL,
         removed_up_to: 0,
         removal_due: None,
+        release_from: 0,
+        released_once_below: 0,
+        release_failed: false,
     };
     let origin = Origin {
         host: worker::host_name(),
@@ -100,6 +103,11 @@ struct SpoolSource {
     last_removal: Instant,
     removed_up_to: u64,
     removal_due: Option<Instant>,
+    /// Shipped segments from `release_from` on may still be in the page cache; those
+    /// below `released_once_below` were advised once.
+    release_from: u64,
+    released_once_below: u64,
+    release_failed: bool,
 }
 
 /// How often at most the shipper looks for expired segments (a directory listing).
@@ -120,16 +128,36 @@ impl SpoolSource {
         self.removed_up_to = self.acknowledged;
     }
 
-    /// At most once a second, and only when a segment may have become removable: new
-    /// acknowledgements, or the retention of the oldest segment kept running out.
-    fn maybe_remove_expired(&mut self) {
+    /// Shipped segments leave the page cache: each is advised twice, a pass apart, so
+    /// that pages still dirty at the first advice (queued for writing then) go too.
+    fn release_shipped_pages(&mut self) {
+        match spool::release_shipped_pages(self.release_from) {
+            Ok(next) => {
+                self.release_from = self.released_once_below;
+                self.released_once_below = next;
+            }
+            Err(e) if !self.release_failed => {
+                self.release_failed = true;
+                warning!("pgaudit_siem: releasing the page cache of shipped session-audit segments failed: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// At most once a second, and only when there is something to do: expired segments
+    /// are removed after new acknowledgements or when the retention of the oldest one
+    /// kept runs out; shipped segments leave the page cache.
+    fn maintain_segments(&mut self) {
         if self.last_removal.elapsed() < REMOVAL_INTERVAL {
             return;
         }
-        if self.acknowledged != self.removed_up_to
-            || self.removal_due.is_some_and(|due| Instant::now() >= due)
-        {
+        let shipped_more = self.acknowledged != self.removed_up_to;
+        if shipped_more || self.removal_due.is_some_and(|due| Instant::now() >= due) {
             self.remove_expired();
+        }
+        if shipped_more || self.release_from < self.released_once_below {
+            self.last_removal = Instant::now();
+            self.release_shipped_pages();
         }
     }
 
@@ -440,7 +468,7 @@ impl Source for SpoolSource {
     }
 
     fn tick(&mut self) {
-        self.maybe_remove_expired();
+        self.maintain_segments();
         if !settings::session_stream_enabled() {
             // No stream, so no records to make room for.
             return self.sync_if_due();

@@ -648,6 +648,9 @@ fn write_at(segment: u64, offset: u64, parts: &[&[u8]; 4]) -> std::io::Result<()
     })
 }
 
+/// The size of each write that zeroes a prepared segment (see there).
+const PREPARE_WRITE_BYTES: usize = 4096;
+
 fn prepared_path() -> PathBuf {
     Path::new(DIR).join("next.prepared")
 }
@@ -670,7 +673,11 @@ pub fn prepare_next_segment(size: u64) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&temporary)?;
-    let zeros = vec![0u8; 1024 * 1024];
+    // A page at a time: the page cache then holds the file in single pages. Larger
+    // writes get large folios (ext4 on Linux 6.x), and every small record written into
+    // one later walks all of its blocks (ext4_block_write_begin), a cost per record that
+    // grows with the folio.
+    let zeros = vec![0u8; PREPARE_WRITE_BYTES];
     let mut left = size;
     let written = loop {
         if left == 0 {
@@ -812,6 +819,46 @@ pub fn remove_expired(
         state.total_bytes = state.total_bytes.saturating_sub(freed);
     }
     Ok(next_expiry)
+}
+
+/// Releases the page cache of the segments whose records were all shipped, from
+/// `from` on (segments before it were released already), as PostgreSQL does for WAL
+/// segments it no longer needs: the next segment is prepared in pages just freed
+/// instead of pages the machine never touched (the costliest kind on a virtual
+/// machine), and the spool's history does not push the database's pages out of the
+/// cache. Pages still dirty are only queued for writing by the first call; the caller
+/// calls again later. Returns the first segment not fully shipped (the next `from`).
+/// `session_audit_log()` reads retained segments from disk.
+pub fn release_shipped_pages(from: u64) -> std::io::Result<u64> {
+    let (current, shipped) = {
+        let state = SPOOL.share();
+        (state.segment, state.shipped)
+    };
+    let list = segments();
+    let mut released_below = from;
+    for window in list.windows(2) {
+        let (first, next) = (window[0], window[1]);
+        if next > shipped + 1 || first == current {
+            break;
+        }
+        released_below = next;
+        if first < from {
+            continue;
+        }
+        let file = match fs::File::open(segment_path(first)) {
+            Ok(file) => file,
+            // Removed meanwhile (retention): nothing cached any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: advice on our own open descriptor; it changes no file content.
+        let advised = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if advised != 0 {
+            return Err(std::io::Error::from_raw_os_error(advised));
+        }
+    }
+    Ok(released_below)
 }
 
 /// The creation time of the oldest record not yet shipped (set when the shipper reads
