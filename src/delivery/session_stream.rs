@@ -299,6 +299,9 @@ impl Source for SpoolSource {
             // The spool was rebuilt (a copy found, a crash restart): start over from it.
             self.acknowledged = snapshot.shipped;
             self.reader.rewind(self.acknowledged);
+            // Its segments may number from 1 again.
+            self.release_from = 0;
+            self.released_once_below = 0;
             self.chain = Chain {
                 stream: stream_label(&snapshot),
                 prev: String::from_utf8_lossy(&snapshot.shipped_hash).into_owned(),
