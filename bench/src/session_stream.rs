@@ -184,9 +184,14 @@ fn drain(receiver: &Receiver, url: &str) {
     }
     let finished = Instant::now();
     let (resumed_at, shipped_at_resume) = resumed.expect("records were shipped");
-    let rate = (spooled - shipped_at_resume) as f64
-        / finished.duration_since(resumed_at).as_secs_f64().max(1e-3);
     let whole = (spooled - shipped) as f64 / finished.duration_since(cleared).as_secs_f64();
+    // Shipped within one poll: nothing to time after the first records, only the whole.
+    let rate = if spooled > shipped_at_resume {
+        (spooled - shipped_at_resume) as f64
+            / finished.duration_since(resumed_at).as_secs_f64().max(1e-3)
+    } else {
+        whole
+    };
     println!("## Session-audit stream: drain and memory\n");
     println!("| measure | value | target | ratio to target |\n|---|---:|---:|---:|");
     println!(

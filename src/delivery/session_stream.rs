@@ -67,11 +67,15 @@ pub extern "C-unwind" fn pgaudit_siem_session_shipper_main(_arg: pg_sys::Datum) 
         synced_below: 0,
         reported_problem: None,
         prepare_failed: false,
-        last_removal: Instant::now() - REMOVAL_INTERVAL,
+        // (The monotonic clock may be younger than the interval right after boot.)
+        last_removal: Instant::now()
+            .checked_sub(REMOVAL_INTERVAL)
+            .unwrap_or_else(Instant::now),
         removed_up_to: 0,
         removal_due: None,
-        release_from: 0,
-        released_once_below: 0,
+        release_window: [0; RELEASE_PASSES],
+        // Not a sequence: the first pass runs.
+        released_up_to: u64::MAX,
         release_failed: false,
     };
     let origin = Origin {
@@ -103,15 +107,18 @@ struct SpoolSource {
     last_removal: Instant,
     removed_up_to: u64,
     removal_due: Option<Instant>,
-    /// Shipped segments from `release_from` on may still be in the page cache; those
-    /// below `released_once_below` were advised once.
-    release_from: u64,
-    released_once_below: u64,
+    /// What the last `RELEASE_PASSES` page-release passes found fully shipped (the
+    /// segments below each; 0 before the first), oldest first, and the acknowledged
+    /// sequence at the last.
+    release_window: [u64; RELEASE_PASSES],
+    released_up_to: u64,
     release_failed: bool,
 }
 
 /// How often at most the shipper looks for expired segments (a directory listing).
 const REMOVAL_INTERVAL: Duration = Duration::from_secs(1);
+/// For how many passes a shipped segment is advised out of the page cache.
+const RELEASE_PASSES: usize = 5;
 
 impl SpoolSource {
     /// Shipped records leave the spool once session_audit_retention has passed, also
@@ -128,19 +135,22 @@ impl SpoolSource {
         self.removed_up_to = self.acknowledged;
     }
 
-    /// Shipped segments leave the page cache: each is advised twice, a pass apart, so
-    /// that pages still dirty at the first advice (queued for writing then) go too.
+    /// Shipped segments leave the page cache: each is advised in every pass for
+    /// `RELEASE_PASSES` passes after it was fully shipped, so that pages still dirty at
+    /// the first advice (queued for writing then) go too once written.
     fn release_shipped_pages(&mut self) {
-        match spool::release_shipped_pages(self.release_from) {
-            Ok(next) => {
-                self.release_from = self.released_once_below;
-                self.released_once_below = next;
-            }
-            Err(e) if !self.release_failed => {
+        let from = self.release_window[0];
+        let (next, failure) = spool::release_shipped_pages(from);
+        self.release_window.rotate_left(1);
+        self.release_window[RELEASE_PASSES - 1] = next;
+        self.released_up_to = self.acknowledged;
+        match failure {
+            Some(e) if !self.release_failed => {
                 self.release_failed = true;
                 warning!("pgaudit_siem: releasing the page cache of shipped session-audit segments failed: {e}");
             }
-            Err(_) => {}
+            Some(_) => {}
+            None => self.release_failed = false,
         }
     }
 
@@ -151,11 +161,14 @@ impl SpoolSource {
         if self.last_removal.elapsed() < REMOVAL_INTERVAL {
             return;
         }
-        let shipped_more = self.acknowledged != self.removed_up_to;
-        if shipped_more || self.removal_due.is_some_and(|due| Instant::now() >= due) {
+        if self.acknowledged != self.removed_up_to
+            || self.removal_due.is_some_and(|due| Instant::now() >= due)
+        {
             self.remove_expired();
         }
-        if shipped_more || self.release_from < self.released_once_below {
+        // Sequences only grow: equal ends mean every pass of the window found the same.
+        let settled = self.release_window[0] == self.release_window[RELEASE_PASSES - 1];
+        if self.acknowledged != self.released_up_to || !settled {
             self.last_removal = Instant::now();
             self.release_shipped_pages();
         }
@@ -300,8 +313,7 @@ impl Source for SpoolSource {
             self.acknowledged = snapshot.shipped;
             self.reader.rewind(self.acknowledged);
             // Its segments may number from 1 again.
-            self.release_from = 0;
-            self.released_once_below = 0;
+            self.release_window = [0; RELEASE_PASSES];
             self.chain = Chain {
                 stream: stream_label(&snapshot),
                 prev: String::from_utf8_lossy(&snapshot.shipped_hash).into_owned(),

@@ -822,20 +822,22 @@ pub fn remove_expired(
 }
 
 /// Releases the page cache of the segments whose records were all shipped, from
-/// `from` on (segments before it were released already), as PostgreSQL does for WAL
-/// segments it no longer needs: the next segment is prepared in pages just freed
-/// instead of pages the machine never touched (the costliest kind on a virtual
-/// machine), and the spool's history does not push the database's pages out of the
-/// cache. Pages still dirty are only queued for writing by the first call; the caller
-/// calls again later. Returns the first segment not fully shipped (the next `from`).
-/// `session_audit_log()` reads retained segments from disk.
-pub fn release_shipped_pages(from: u64) -> std::io::Result<u64> {
+/// `from` on, as PostgreSQL does for WAL segments it no longer needs: the next segment
+/// is prepared in pages just freed instead of pages the machine never touched (the
+/// costliest kind on a virtual machine), and the spool's history does not push the
+/// database's pages out of the cache. Pages still dirty are only queued for writing;
+/// the caller advises again in later passes. Returns the first segment not fully
+/// shipped (every segment below it is shipped) and the first failure, if any (a
+/// segment that cannot be advised is skipped). `session_audit_log()` reads retained
+/// segments from disk.
+pub fn release_shipped_pages(from: u64) -> (u64, Option<std::io::Error>) {
     let (current, shipped) = {
         let state = SPOOL.share();
         (state.segment, state.shipped)
     };
     let list = segments();
     let mut released_below = from;
+    let mut failure = None;
     for window in list.windows(2) {
         let (first, next) = (window[0], window[1]);
         if next > shipped + 1 || first == current {
@@ -849,16 +851,19 @@ pub fn release_shipped_pages(from: u64) -> std::io::Result<u64> {
             Ok(file) => file,
             // Removed meanwhile (retention): nothing cached any more.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                failure.get_or_insert(e);
+                continue;
+            }
         };
         let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
         // SAFETY: advice on our own open descriptor; it changes no file content.
         let advised = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
         if advised != 0 {
-            return Err(std::io::Error::from_raw_os_error(advised));
+            failure.get_or_insert(std::io::Error::from_raw_os_error(advised));
         }
     }
-    Ok(released_below)
+    (released_below, failure)
 }
 
 /// The creation time of the oldest record not yet shipped (set when the shipper reads
