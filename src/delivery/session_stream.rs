@@ -354,7 +354,7 @@ impl Source for SpoolSource {
             .map(|(sequence, payload)| {
                 // One pass checks the canonical form and finds the id and time; records
                 // written otherwise (0.2.0's member order) take the slower path.
-                let members = chain::canonical_members(payload.as_bytes(), [b"id", b"timestamp"]);
+                let members = chain::canonical_text_members(&payload, [b"id", b"timestamp"]);
                 let (id, epoch_seconds) = match members {
                     Some([id, time]) => (
                         id.and_then(json::plain_string)
@@ -375,16 +375,15 @@ impl Source for SpoolSource {
                         },
                     ),
                 };
-                let sealed =
-                    chain.seal_checked(key.as_deref(), payload.as_bytes(), members.is_some());
-                let payload = match sealed {
+                let canonical = members.is_some();
+                let payload = match chain.seal_owned(key.as_deref(), payload, canonical) {
                     Ok((sealed, hash)) => {
                         chain.prev = hash;
-                        String::from_utf8(sealed).unwrap_or(payload)
+                        sealed
                     }
                     // Not JSON (a damaged spool): shipped as it is, outside the chain,
                     // which the verifier then reports.
-                    Err(_) => payload,
+                    Err(unsealed) => unsealed,
                 };
                 Event {
                     xid: 0,

@@ -109,7 +109,10 @@ impl<S: Source> Worker<S> {
             reloaded: false,
             attempt: 0,
             blocked_wait: Duration::from_millis(5),
-            last_purge: Instant::now() - PURGE_INTERVAL,
+            // Due at once (or a minute after boot, where the clock cannot go back that far).
+            last_purge: Instant::now()
+                .checked_sub(PURGE_INTERVAL)
+                .unwrap_or_else(Instant::now),
             recent: VecDeque::new(),
             random_state: seed(),
         }

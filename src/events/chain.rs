@@ -166,38 +166,79 @@ impl Chain {
         record: &[u8],
         canonical_already: bool,
     ) -> Result<(Vec<u8>, String), String> {
-        let canonical = if canonical_already {
+        let mut sealed = if canonical_already {
             // Written in canonical form already (the session-audit records are): hashing
             // the bytes as they are gives the same hash without a parse.
-            let mut sealed = Vec::with_capacity(record.len() + 256);
+            let mut sealed = Vec::with_capacity(record.len() + SEAL_BYTES);
             sealed.extend_from_slice(record);
             sealed
         } else {
-            let mut value: Value =
-                serde_json::from_slice(record).map_err(|e| format!("a record is not JSON: {e}"))?;
-            let Some(members) = value.as_object_mut() else {
-                return Err("a record is not a JSON object".into());
-            };
-            members.remove("chain");
-            canonical(&value)
+            canonical_of(record)?
         };
-        let hash = link(key, &self.prev, &canonical);
-        let mut sealed = canonical;
+        let hash = self.append_link(key, &mut sealed);
+        Ok((sealed, hash))
+    }
+
+    /// [`Chain::seal_checked`] for a record the caller owns as text: a canonical one is
+    /// sealed in its own buffer, not copied. `Err` gives back the record, unsealed,
+    /// when it is not a JSON object.
+    pub fn seal_owned(
+        &self,
+        key: Option<&[u8]>,
+        record: String,
+        canonical_already: bool,
+    ) -> Result<(String, String), String> {
+        let mut sealed = if canonical_already {
+            let mut sealed = record.into_bytes();
+            sealed.reserve(SEAL_BYTES);
+            sealed
+        } else {
+            match canonical_of(record.as_bytes()) {
+                Ok(canonical) => canonical,
+                Err(_) => return Err(record),
+            }
+        };
+        let hash = self.append_link(key, &mut sealed);
+        // Text followed by JSON written from `str`s: always UTF-8, so this never fails.
+        let sealed = String::from_utf8(sealed)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok((sealed, hash))
+    }
+
+    /// Hashes `canonical` (a canonical record without `chain`) after the chain's last
+    /// record and adds the `chain` member to it; returns the hash.
+    fn append_link(&self, key: Option<&[u8]>, canonical: &mut Vec<u8>) -> String {
+        let hash = link(key, &self.prev, canonical);
+        let sealed = canonical;
         sealed.pop();
         if sealed.len() > 1 {
             sealed.push(b',');
         }
         sealed.extend_from_slice(b"\"chain\":{\"alg\":");
-        write_string(algorithm(key), &mut sealed);
+        write_string(algorithm(key), sealed);
         sealed.extend_from_slice(b",\"hash\":");
-        write_string(&hash, &mut sealed);
+        write_string(&hash, sealed);
         sealed.extend_from_slice(b",\"prev\":");
-        write_string(&self.prev, &mut sealed);
+        write_string(&self.prev, sealed);
         sealed.extend_from_slice(b",\"stream\":");
-        write_string(&self.stream, &mut sealed);
+        write_string(&self.stream, sealed);
         sealed.extend_from_slice(b"}}");
-        Ok((sealed, hash))
+        hash
     }
+}
+
+/// Room for the `chain` member a sealed record gains.
+const SEAL_BYTES: usize = 256;
+
+/// The canonical form of a record without its `chain` member (parsed first).
+fn canonical_of(record: &[u8]) -> Result<Vec<u8>, String> {
+    let mut value: Value =
+        serde_json::from_slice(record).map_err(|e| format!("a record is not JSON: {e}"))?;
+    let Some(members) = value.as_object_mut() else {
+        return Err("a record is not a JSON object".into());
+    };
+    members.remove("chain");
+    Ok(canonical(&value))
 }
 
 /// Whether `record` is a JSON object already in the canonical form [`canonical`] would
@@ -216,7 +257,17 @@ pub fn canonical_members<'a, const N: usize>(
     record: &'a [u8],
     names: [&[u8]; N],
 ) -> Option<[Option<&'a [u8]>; N]> {
-    if std::str::from_utf8(record).is_err() || record.first() != Some(&b'{') {
+    let text = std::str::from_utf8(record).ok()?;
+    canonical_text_members(text, names)
+}
+
+/// [`canonical_members`] of a record already known to be UTF-8 (not validated again).
+pub fn canonical_text_members<'a, const N: usize>(
+    record: &'a str,
+    names: [&[u8]; N],
+) -> Option<[Option<&'a [u8]>; N]> {
+    let record = record.as_bytes();
+    if record.first() != Some(&b'{') {
         return None;
     }
     let mut scan = Canonical {
@@ -629,6 +680,11 @@ mod tests {
                 // Either way the hash is the one of the parsed record's canonical form.
                 if let Ok(slow) = chain.seal_checked(None, &text, false) {
                     assert_eq!(chain.seal(None, &text).unwrap(), slow);
+                    // Sealing an owned record (the shipper's way) gives the same bytes.
+                    let owned = String::from_utf8(text.clone()).unwrap();
+                    let fast = canonical_text_members(&owned, []).is_some();
+                    let (sealed, hash) = chain.seal_owned(None, owned, fast).unwrap();
+                    assert_eq!((sealed.into_bytes(), hash), slow);
                 }
             }
         }

@@ -794,31 +794,34 @@ pub fn remove_expired(
     let list = segments();
     let now = std::time::SystemTime::now();
     let mut freed = 0u64;
-    let mut next_expiry = None;
-    for window in list.windows(2) {
-        let (first, next) = (window[0], window[1]);
-        // Every record of `first` is below `next`; later segments hold later records.
-        if next > shipped + 1 || first == current {
-            break;
+    let mut removal = || -> std::io::Result<Option<std::time::Duration>> {
+        for window in list.windows(2) {
+            let (first, next) = (window[0], window[1]);
+            // Every record of `first` is below `next`; later segments hold later records.
+            if next > shipped + 1 || first == current {
+                break;
+            }
+            let meta = fs::metadata(segment_path(first))?;
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age < retention {
+                return Ok(Some(retention - age));
+            }
+            fs::remove_file(segment_path(first))?;
+            freed += meta.len();
         }
-        let meta = fs::metadata(segment_path(first))?;
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .unwrap_or_default();
-        if age < retention {
-            next_expiry = Some(retention - age);
-            break;
-        }
-        freed += meta.len();
-        fs::remove_file(segment_path(first))?;
-    }
+        Ok(None)
+    };
+    let result = removal();
+    // What was removed before a failure is accounted for too.
     if freed > 0 {
         let mut state = SPOOL.exclusive();
         state.total_bytes = state.total_bytes.saturating_sub(freed);
     }
-    Ok(next_expiry)
+    result
 }
 
 /// Releases the page cache of the segments whose records were all shipped, from

@@ -61,37 +61,47 @@ pub fn redact_password(text: &[u8]) -> Option<Vec<u8>> {
 /// behaviour: pgAudit has no such functions, so its lines for every other statement are
 /// unaffected.
 pub fn redact_siem_secrets(text: &[u8]) -> Option<Vec<u8>> {
-    const NAMES: [&[u8]; 3] = [b"configure", b"test_connection", b"_send_test_event"];
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
-    for name in NAMES {
-        let mut from = 0;
-        while let Some(found) = text[from..]
-            .windows(name.len())
-            .position(|w| w.eq_ignore_ascii_case(name))
-        {
-            let start = from + found;
-            let end = start + name.len();
-            from = end;
-            if start > 0 && word(text[start - 1]) {
-                continue;
+    // Every statement's text passes here: only its `(`s are looked at (most statements
+    // have few or none), each for a call name ending right before it. The first name of
+    // SECRET_CALLS that is called anywhere decides, at its first call, as when each name
+    // is searched for in turn.
+    let mut first: Option<(usize, usize)> = None; // (name index, position of its `(`)
+    for open in memchr::memchr_iter(b'(', text) {
+        let mut end = open;
+        while end > 0 && (text[end - 1] == b'"' || text[end - 1].is_ascii_whitespace()) {
+            end -= 1;
+        }
+        let called = SECRET_CALLS.iter().position(|name| {
+            end >= name.len()
+                && text[end - name.len()..end].eq_ignore_ascii_case(name)
+                && (end == name.len() || !is_word_byte(text[end - name.len() - 1]))
+        });
+        if let Some(index) = called {
+            if first.is_none_or(|(best, _)| index < best) {
+                first = Some((index, open));
             }
-            let mut i = end;
-            while i < text.len() && (text[i] == b'"' || text[i].is_ascii_whitespace()) {
-                i += 1;
-            }
-            if i < text.len() && text[i] == b'(' {
-                let prefix = &text[..=i];
-                if prefix.iter().any(|&b| b == b'\'' || b == b'$') {
-                    return Some(REDACTED.to_vec());
-                }
-                let mut out = Vec::with_capacity(i + 1 + REDACTED.len());
-                out.extend_from_slice(prefix);
-                out.extend_from_slice(REDACTED);
-                return Some(out);
+            if index == 0 {
+                break;
             }
         }
     }
-    None
+    let (_, open) = first?;
+    let prefix = &text[..=open];
+    if prefix.iter().any(|&b| b == b'\'' || b == b'$') {
+        return Some(REDACTED.to_vec());
+    }
+    let mut out = Vec::with_capacity(prefix.len() + REDACTED.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(REDACTED);
+    Some(out)
+}
+
+/// pgaudit_siem's functions whose arguments carry SIEM secrets, in order of precedence.
+const SECRET_CALLS: [&[u8]; 3] = [b"configure", b"test_connection", b"_send_test_event"];
+
+/// A byte that continues an identifier (so a name preceded by one is another name).
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
 }
 
 /// Cuts `text` to at most `limit` bytes on a character boundary and appends
@@ -248,6 +258,75 @@ fn push_int(out: &mut Vec<u8>, value: i64) {
 
 #[cfg(test)]
 mod tests {
+    /// The first implementation (each name searched for in turn), as the reference.
+    fn redact_siem_secrets_naively(text: &[u8]) -> Option<Vec<u8>> {
+        for name in SECRET_CALLS {
+            let mut from = 0;
+            while let Some(found) = text[from..]
+                .windows(name.len())
+                .position(|w| w.eq_ignore_ascii_case(name))
+            {
+                let start = from + found;
+                let end = start + name.len();
+                from = end;
+                if start > 0 && is_word_byte(text[start - 1]) {
+                    continue;
+                }
+                let mut i = end;
+                while i < text.len() && (text[i] == b'"' || text[i].is_ascii_whitespace()) {
+                    i += 1;
+                }
+                if i < text.len() && text[i] == b'(' {
+                    let prefix = &text[..=i];
+                    if prefix.iter().any(|&b| b == b'\'' || b == b'$') {
+                        return Some(REDACTED.to_vec());
+                    }
+                    let mut out = prefix.to_vec();
+                    out.extend_from_slice(REDACTED);
+                    return Some(out);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn secret_redaction_agrees_with_searching_each_name_in_turn() {
+        const PIECES: [&str; 16] = [
+            "configure",
+            "CONFIGURE",
+            "test_connection",
+            "_send_test_event",
+            "(",
+            "\"",
+            " ",
+            "\t",
+            "x",
+            "_",
+            "$",
+            "'",
+            ".",
+            "re",
+            "select ",
+            "pgaudit_siem.",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut redacted = 0;
+        for _ in 0..50_000 {
+            let text: String = (0..next(12)).map(|_| PIECES[next(PIECES.len())]).collect();
+            let expected = redact_siem_secrets_naively(text.as_bytes());
+            redacted += usize::from(expected.is_some());
+            assert_eq!(redact_siem_secrets(text.as_bytes()), expected, "{text:?}");
+        }
+        assert!(redacted > 1_000, "the cases include calls ({redacted})");
+    }
+
     #[test]
     fn siem_secrets_are_redacted() {
         let r = |t: &str| redact_siem_secrets(t.as_bytes()).map(|v| String::from_utf8(v).unwrap());

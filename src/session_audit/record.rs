@@ -237,11 +237,18 @@ impl Who {
             application_name,
         };
         KNOWN_NAMES.with(|k| {
-            *k.borrow_mut() = (
-                who.database.clone(),
-                (session_oid.to_u32(), who.session_user.clone()),
-                (current_oid.to_u32(), who.current_user.clone()),
-            )
+            let mut known = k.borrow_mut();
+            let (database, session, current) = &mut *known;
+            // Names are cached per backend (`names`): copied only when they change.
+            if *database != who.database {
+                *database = who.database.clone();
+            }
+            if session.0 != session_oid.to_u32() || session.1 != who.session_user {
+                *session = (session_oid.to_u32(), who.session_user.clone());
+            }
+            if current.0 != current_oid.to_u32() || current.1 != who.current_user {
+                *current = (current_oid.to_u32(), who.current_user.clone());
+            }
         });
         who
     }
