@@ -512,9 +512,17 @@ BEGIN
         -- New partitions of a tracked table get its capture triggers: CREATE TABLE ...
         -- PARTITION OF names the partition, ALTER TABLE ... ATTACH PARTITION names the
         -- parent, so look at the whole tree below the object (an attached table may be
-        -- partitioned itself).
-        FOR part IN SELECT p.relid FROM pg_catalog.pg_partition_tree(cmd.objid) p
-                    UNION SELECT cmd.objid LOOP
+        -- partitioned itself). The tree is read from pg_inherits, not pg_partition_tree,
+        -- which locks every partition: holding the parent's lock from the command, that
+        -- inverts PostgreSQL's own partition-then-parent order and deadlocks a parallel
+        -- pg_restore (one job adding the parent's key while another loads a partition).
+        FOR part IN WITH RECURSIVE tree(relid) AS (
+                        SELECT cmd.objid
+                        UNION
+                        SELECT i.inhrelid FROM pg_catalog.pg_inherits i
+                          JOIN tree ON i.inhparent = tree.relid
+                          JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition)
+                    SELECT tree.relid FROM tree LOOP
             FOR root IN SELECT tr.relid, tr.category, tr.exclude_attnums FROM pgaudit_siem.tracked tr
                          WHERE tr.relid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(part.relid) WHERE relid <> part.relid) LOOP
                 -- A root without its own triggers is being restored (pg_dump creates the

@@ -301,6 +301,44 @@ fn partitions_are_captured_once_including_new_ones() {
     }
 }
 
+/// The extension's DDL event trigger reads the partition tree without locking it: a
+/// command on a parent must not wait for a partition another session holds, as it did
+/// when `pg_partition_tree` locked every partition under the parent's lock (the reverse
+/// of PostgreSQL's partition-then-parent order, which deadlocked a parallel pg_restore).
+#[test]
+fn ddl_on_a_parent_does_not_lock_its_partitions() {
+    let cluster = cluster();
+    let mut c = cluster.connect();
+    c.batch_execute(
+        "CREATE TABLE q (n int, region text) PARTITION BY LIST (region);
+         CREATE TABLE q_eu PARTITION OF q FOR VALUES IN ('eu');",
+    )
+    .unwrap();
+    let mut holder = cluster.connect();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE q_eu IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    // ONLY: PostgreSQL itself touches no partition for this command.
+    c.batch_execute("SET lock_timeout = '5s'; ALTER TABLE ONLY q ALTER COLUMN n SET DEFAULT 1")
+        .expect("the event trigger waited for a partition's lock");
+    holder.batch_execute("ROLLBACK").unwrap();
+    // Tracking still follows the tree: a partitioned table attached below a tracked
+    // root gets capture triggers on its own partitions.
+    c.batch_execute(
+        "SELECT pgaudit_siem.track('q', 'quota');
+         CREATE TABLE q_us (n int, region text) PARTITION BY LIST (n);
+         CREATE TABLE q_us_1 PARTITION OF q_us FOR VALUES IN (1);
+         ALTER TABLE q ATTACH PARTITION q_us FOR VALUES IN ('us');
+         INSERT INTO q_us_1 VALUES (1, 'us');",
+    )
+    .unwrap();
+    let tables: Vec<String> = events(&mut c)
+        .iter()
+        .map(|e| e["source"]["table"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tables, vec!["q_us_1".to_owned()]);
+}
+
 #[test]
 fn large_statements_are_split_into_parts() {
     let cluster = cluster();
