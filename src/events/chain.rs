@@ -175,13 +175,15 @@ impl Chain {
         } else {
             canonical_of(record)?
         };
-        let hash = self.append_link(key, &mut sealed);
+        let (hash, member) = self.link_member(key, &sealed);
+        sealed.pop();
+        sealed.extend_from_slice(member.as_bytes());
         Ok((sealed, hash))
     }
 
     /// [`Chain::seal_checked`] for a record the caller owns as text: a canonical one is
-    /// sealed in its own buffer, not copied. `Err` gives back the record, unsealed,
-    /// when it is not a JSON object.
+    /// sealed in its own buffer, neither copied nor validated again. `Err` gives back
+    /// the record, unsealed, when it is not a JSON object.
     pub fn seal_owned(
         &self,
         key: Option<&[u8]>,
@@ -189,41 +191,41 @@ impl Chain {
         canonical_already: bool,
     ) -> Result<(String, String), String> {
         let mut sealed = if canonical_already {
-            let mut sealed = record.into_bytes();
-            sealed.reserve(SEAL_BYTES);
-            sealed
+            record
         } else {
-            match canonical_of(record.as_bytes()) {
-                Ok(canonical) => canonical,
-                Err(_) => return Err(record),
+            match canonical_of(record.as_bytes()).map(String::from_utf8) {
+                Ok(Ok(canonical)) => canonical,
+                _ => return Err(record),
             }
         };
-        let hash = self.append_link(key, &mut sealed);
-        // Text followed by JSON written from `str`s: always UTF-8, so this never fails.
-        let sealed = String::from_utf8(sealed)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let (hash, member) = self.link_member(key, sealed.as_bytes());
+        sealed.pop();
+        sealed.push_str(&member);
         Ok((sealed, hash))
     }
 
     /// Hashes `canonical` (a canonical record without `chain`) after the chain's last
-    /// record and adds the `chain` member to it; returns the hash.
-    fn append_link(&self, key: Option<&[u8]>, canonical: &mut Vec<u8>) -> String {
+    /// record; returns the hash and what replaces the record's closing `}`: the `chain`
+    /// member and the `}`.
+    fn link_member(&self, key: Option<&[u8]>, canonical: &[u8]) -> (String, String) {
         let hash = link(key, &self.prev, canonical);
-        let sealed = canonical;
-        sealed.pop();
-        if sealed.len() > 1 {
-            sealed.push(b',');
+        let mut member = Vec::with_capacity(SEAL_BYTES);
+        if canonical.len() > 2 {
+            member.push(b',');
         }
-        sealed.extend_from_slice(b"\"chain\":{\"alg\":");
-        write_string(algorithm(key), sealed);
-        sealed.extend_from_slice(b",\"hash\":");
-        write_string(&hash, sealed);
-        sealed.extend_from_slice(b",\"prev\":");
-        write_string(&self.prev, sealed);
-        sealed.extend_from_slice(b",\"stream\":");
-        write_string(&self.stream, sealed);
-        sealed.extend_from_slice(b"}}");
-        hash
+        member.extend_from_slice(b"\"chain\":{\"alg\":");
+        write_string(algorithm(key), &mut member);
+        member.extend_from_slice(b",\"hash\":");
+        write_string(&hash, &mut member);
+        member.extend_from_slice(b",\"prev\":");
+        write_string(&self.prev, &mut member);
+        member.extend_from_slice(b",\"stream\":");
+        write_string(&self.stream, &mut member);
+        member.extend_from_slice(b"}}");
+        // JSON written from `str`s only.
+        let member = String::from_utf8(member)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (hash, member)
     }
 }
 
