@@ -308,13 +308,17 @@ fn partitions_are_captured_once_including_new_ones() {
 #[test]
 fn ddl_on_a_parent_does_not_lock_its_partitions() {
     let cluster = cluster();
-    let mut c = cluster.connect();
+    let mut su = cluster.connect();
+    su.batch_execute("CREATE ROLE part_owner LOGIN; GRANT CREATE ON SCHEMA public TO part_owner")
+        .unwrap();
+    // A plain table owner, as in a restore run by the database's owner.
+    let mut c = cluster.connect_as("postgres", "part_owner");
     c.batch_execute(
         "CREATE TABLE q (n int, region text) PARTITION BY LIST (region);
          CREATE TABLE q_eu PARTITION OF q FOR VALUES IN ('eu');",
     )
     .unwrap();
-    let mut holder = cluster.connect();
+    let mut holder = cluster.connect_as("postgres", "part_owner");
     holder
         .batch_execute("BEGIN; LOCK TABLE q_eu IN ACCESS EXCLUSIVE MODE")
         .unwrap();
@@ -324,15 +328,16 @@ fn ddl_on_a_parent_does_not_lock_its_partitions() {
     holder.batch_execute("ROLLBACK").unwrap();
     // Tracking still follows the tree: a partitioned table attached below a tracked
     // root gets capture triggers on its own partitions.
+    su.batch_execute("SELECT pgaudit_siem.track('q', 'quota')")
+        .unwrap();
     c.batch_execute(
-        "SELECT pgaudit_siem.track('q', 'quota');
-         CREATE TABLE q_us (n int, region text) PARTITION BY LIST (n);
+        "CREATE TABLE q_us (n int, region text) PARTITION BY LIST (n);
          CREATE TABLE q_us_1 PARTITION OF q_us FOR VALUES IN (1);
          ALTER TABLE q ATTACH PARTITION q_us FOR VALUES IN ('us');
          INSERT INTO q_us_1 VALUES (1, 'us');",
     )
     .unwrap();
-    let tables: Vec<String> = events(&mut c)
+    let tables: Vec<String> = events(&mut su)
         .iter()
         .map(|e| e["source"]["table"].as_str().unwrap().to_owned())
         .collect();
